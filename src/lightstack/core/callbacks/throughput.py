@@ -1,0 +1,77 @@
+"""Throughput and memory: ``perf/samples_per_s``, ``perf/step_ms``, ``perf/peak_mem_gb``.
+
+Timings are wall-clock over a window of optimizer-agnostic training batches, so no CUDA sync
+is added to the hot path: the queue of asynchronous kernels drains within the window.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+
+def batch_size_of(batch: Any) -> int:
+    """Leading dimension of the first tensor found in ``batch`` (dicts, lists, tensors)."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0])
+    if isinstance(batch, dict):
+        batch = list(batch.values())
+    if isinstance(batch, list | tuple):
+        for item in batch:
+            if isinstance(item, torch.Tensor | dict | list | tuple):
+                size = batch_size_of(item)
+                if size:
+                    return size
+    return 0
+
+
+class ThroughputMonitor(Callback):
+    """Log samples/s and ms/step averaged over ``window`` batches, and peak CUDA memory.
+
+    When the LightningModule defines ``flops_per_sample`` and ``peak_flops`` is given (FLOP/s
+    of one device), also log ``perf/mfu``.
+    """
+
+    def __init__(self, window: int = 20, peak_flops: float | None = None):
+        self.window = window
+        self.peak_flops = peak_flops
+        self._t0: float | None = None
+        self._samples = 0
+        self._batches = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0, self._samples, self._batches = None, 0, 0
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        now = time.perf_counter()
+        if self._t0 is None:  # first batch of the epoch includes warm-up: start the clock after it
+            self._t0 = now
+            return
+        self._samples += batch_size_of(batch) * trainer.world_size
+        self._batches += 1
+        if self._batches < self.window:
+            return
+        elapsed = now - self._t0
+        metrics = {
+            "perf/samples_per_s": self._samples / elapsed,
+            "perf/step_ms": 1000.0 * elapsed / self._batches,
+        }
+        if torch.cuda.is_available() and pl_module.device.type == "cuda":
+            metrics["perf/peak_mem_gb"] = torch.cuda.max_memory_allocated(pl_module.device) / 1e9
+        flops = getattr(pl_module, "flops_per_sample", None)
+        if flops and self.peak_flops:
+            per_device = metrics["perf/samples_per_s"] / trainer.world_size
+            metrics["perf/mfu"] = per_device * flops / self.peak_flops
+        pl_module.log_dict(metrics, on_step=True, on_epoch=False, rank_zero_only=True)
+        self._t0, self._samples, self._batches = now, 0, 0

@@ -1,0 +1,209 @@
+"""Typed run configuration: YAML + dotted overrides -> validated, frozen pydantic objects.
+
+Each family (physics, video) defines its own ``RunConfig`` subclass with ``data`` and ``model``
+sections; the sections shared by both (trainer, optimizer, checkpoint, logging, training) live
+here. Unknown keys are errors and every invalid field is reported at once with its dotted path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be loaded; ``errors`` lists ``(dotted.path, message)``."""
+
+    def __init__(self, source: str, errors: list[tuple[str, str]]):
+        self.source = source
+        self.errors = errors
+        lines = [f"{path}: {msg}" if path else msg for path, msg in errors]
+        super().__init__(f"invalid configuration {source}:\n  " + "\n  ".join(lines))
+
+
+class Section(BaseModel):
+    """Base of every config section: frozen, no unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+Precision = Literal["32", "32-true", "16-mixed", "bf16-mixed", "bf16-true", "64", "64-true"]
+
+
+class TrainerConfig(Section):
+    """What ``lightning.Trainer`` is built with (see ``core.trainer.build_trainer``)."""
+
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp"] = (
+        "auto"
+    )
+    precision: Precision = "32-true"
+    max_epochs: int = Field(10, ge=-1)
+    max_steps: int = Field(-1, ge=-1)
+    max_time: str | None = Field(None, description="DD:HH:MM:SS wall-clock limit")
+    accumulate_grad_batches: int = Field(1, ge=1)
+    gradient_clip_val: float | None = Field(None, ge=0)
+    gradient_clip_algorithm: Literal["norm", "value"] = "norm"
+    deterministic: bool = False
+    sync_batchnorm: bool = False
+    check_val_every_n_epoch: int = Field(1, ge=1)
+    val_check_interval: float | int | None = None
+    limit_train_batches: float | int | None = None
+    limit_val_batches: float | int | None = None
+    log_every_n_steps: int = Field(10, ge=1)
+    num_sanity_val_steps: int = Field(0, ge=-1)
+
+    @model_validator(mode="after")
+    def _fp16_needs_gpu(self) -> TrainerConfig:
+        if self.precision == "16-mixed" and self.accelerator == "cpu":
+            raise ValueError(
+                "precision '16-mixed' needs a GPU; on CPU use 'bf16-mixed' or '32-true'"
+            )
+        return self
+
+
+class SchedulerConfig(Section):
+    name: Literal["none", "cosine", "constant"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+
+
+class OptimizerConfig(Section):
+    name: Literal["adamw", "muon"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    muon_lr: float = Field(0.02, gt=0, description="LR of the Muon group (2-D hidden weights)")
+    scheduler: SchedulerConfig = SchedulerConfig()
+
+
+class CheckpointConfig(Section):
+    """Fields passed to Lightning's ``ModelCheckpoint`` (monitor defaults per family)."""
+
+    monitor: str | None = None
+    mode: Literal["min", "max"] = "min"
+    save_top_k: int = Field(1, ge=-1)
+    save_last: bool = True
+    every_n_train_steps: int | None = Field(None, ge=1)
+    every_n_epochs: int | None = Field(None, ge=1)
+
+
+class EarlyStoppingConfig(Section):
+    enabled: bool = False
+    patience: int = Field(10, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+
+
+class LoggingConfig(Section):
+    loggers: list[Literal["csv", "tensorboard", "wandb"]] = ["csv", "tensorboard"]
+    progress_bar: Literal["rich", "tqdm", "none"] = "rich"
+    wandb_project: str = "lightstack"
+    wandb_offline: bool = True
+
+
+class TrainingConfig(Section):
+    skip_lightning_val: bool = False
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    profile: Literal["none", "simple", "advanced", "pytorch"] = "none"
+    force_compile_distributed: bool = False
+
+
+class DataLoaderConfig(Section):
+    batch_size: int = Field(16, ge=1)
+    num_workers: int = Field(0, ge=0)
+    prefetch_factor: int | None = Field(None, ge=1)
+    pin_memory: bool = False
+    persistent_workers: bool = False
+
+
+class RunConfig(Section):
+    """Sections every run has; families subclass it and add ``data``, ``model`` and the rest."""
+
+    family: str
+    name: str = "run"
+    seed: int = 0
+    trainer: TrainerConfig = TrainerConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    logging: LoggingConfig = LoggingConfig()
+    training: TrainingConfig = TrainingConfig()
+
+
+C = TypeVar("C", bound=RunConfig)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, raising ``ConfigError`` naming the file on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), [("", "file not found")])
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), [("", f"malformed YAML: {exc}")]) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            str(path), [("", f"expected a mapping at top level, got {type(data).__name__}")]
+        )
+    return data
+
+
+def merge_overrides(data: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
+    """Apply ``a.b=value`` overrides (values parsed as YAML) on top of ``data``."""
+    bad = [o for o in overrides if "=" not in o or not o.split("=", 1)[0].strip()]
+    if bad:
+        raise ConfigError(
+            source, [("", f"override {o!r} is not of the form key.path=value") for o in bad]
+        )
+    try:
+        base = OmegaConf.create(data)
+        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        raise ConfigError(source, [("", f"bad override or interpolation: {exc}")]) from exc
+
+
+def _format_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    errors = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (not a field of this section)"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        errors.append((path, msg))
+    return errors
+
+
+def validate(schema: type[C], data: dict[str, Any], source: str) -> C:
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _format_errors(exc)) from exc
+
+
+def load_config(path: str | Path, overrides: list[str] | None, schema: type[C]) -> C:
+    """Load ``path``, apply dotted ``overrides`` and validate against ``schema``."""
+    data = merge_overrides(read_yaml(path), list(overrides or []), str(path))
+    return validate(schema, data, str(path))
+
+
+def to_dict(cfg: BaseModel) -> dict[str, Any]:
+    """Plain-Python (YAML/JSON/checkpoint safe) view of a config."""
+    return cfg.model_dump(mode="json")
+
+
+def save_config(cfg: BaseModel, path: str | Path) -> None:
+    from lightstack.core.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
