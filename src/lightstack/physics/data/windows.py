@@ -1,0 +1,233 @@
+"""Trajectory windows from PDEBench files, and the LightningDataModule that serves them.
+
+A training example is ``horizon + 1`` consecutive (strided) snapshots of one sample, so the
+operator stage can learn one-step and multi-step rollouts from the same batch. Files stay on
+disk: every worker opens its own lazy handle and reads only the window it needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from lightstack.physics.config import PhysicsDataConfig
+from lightstack.physics.data.pdebench import PDEBenchError, PDEBenchReader
+
+
+@dataclass(frozen=True)
+class Split:
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> Split:
+    """Shuffle sample indices with ``seed`` and cut them into train/val/test (each non-empty)."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = max(1, round(n * test_fraction)) if test_fraction > 0 else 0
+    n_val = max(1, round(n * val_fraction)) if val_fraction > 0 else 0
+    if n - n_val - n_test < 1:
+        raise ValueError(
+            f"only {n} samples: cannot hold out {n_val} for validation and {n_test} for test"
+        )
+    return Split(
+        train=np.sort(order[n_val + n_test :]),
+        val=np.sort(order[:n_val]),
+        test=np.sort(order[n_val : n_val + n_test]),
+    )
+
+
+class TrajectoryWindows(Dataset):
+    """All windows of ``horizon + 1`` snapshots of the chosen samples of one file.
+
+    With ``horizon=None`` each item is the whole trajectory (evaluation rollouts).
+    """
+
+    def __init__(
+        self,
+        reader: PDEBenchReader,
+        samples: np.ndarray,
+        horizon: int | None,
+        params: np.ndarray,
+        task_id: int = 0,
+    ):
+        self.reader = reader
+        self.samples = np.asarray(samples)
+        self.horizon = horizon
+        self.params = torch.as_tensor(params, dtype=torch.float32)
+        self.task_id = task_id
+        n_times = reader.info.n_times
+        if horizon is not None and n_times < horizon + 1:
+            raise PDEBenchError(
+                reader.info.path,
+                "t-coordinate",
+                f"at least {horizon + 1} time steps after reduction",
+                f"{n_times}",
+            )
+        self.starts = 1 if horizon is None else n_times - horizon
+        self.grid = torch.from_numpy(reader.grid())
+        self.dt = time_step(reader)
+
+    def __len__(self) -> int:
+        return len(self.samples) * self.starts
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        sample, start = divmod(index, self.starts)
+        stop = None if self.horizon is None else start + self.horizon + 1
+        fields = self.reader.read(int(self.samples[sample]), slice(start, stop))
+        return {
+            "fields": torch.from_numpy(fields),
+            "grid": self.grid,
+            "params": self.params,
+            "dt": torch.tensor(self.dt, dtype=torch.float32),
+            "task": torch.tensor(self.task_id),
+        }
+
+
+def time_step(reader: PDEBenchReader) -> float:
+    """Time between two (strided) snapshots; 0 for steady data sets such as Darcy."""
+    t = reader.info.coords.get("t")
+    return float(t[1] - t[0]) if t is not None and len(t) > 1 else 0.0
+
+
+def file_params(reader: PDEBenchReader, keys: list[str]) -> np.ndarray:
+    """PDE parameters of a file from its attributes, in ``keys`` order."""
+    missing = [k for k in keys if k not in reader.info.attrs]
+    if missing:
+        raise PDEBenchError(
+            reader.info.path,
+            f"attrs/{missing[0]}",
+            f"attributes {keys} (data.param_keys)",
+            f"attributes {sorted(reader.info.attrs)}",
+        )
+    return np.array([float(reader.info.attrs[k]) for k in keys], dtype=np.float32)
+
+
+class PDEDataModule(L.LightningDataModule):
+    """Train/val/test windows over one or more PDEBench files (one task per training file)."""
+
+    def __init__(self, cfg: PhysicsDataConfig, horizon: int):
+        super().__init__()
+        if not cfg.train_files:
+            raise ValueError("data.train_files is empty: name at least one PDEBench HDF5 file")
+        self.cfg = cfg
+        self.horizon = horizon
+        self.task_names = cfg.task_names or [Path(f).stem for f in cfg.train_files]
+        self.readers = [self._reader(f) for f in cfg.train_files]
+        self._check_compatible()
+        self.splits = [self._split(r) for r in self.readers]
+
+    def _reader(self, path: str) -> PDEBenchReader:
+        return PDEBenchReader(path, self.cfg.reduced_resolution, self.cfg.reduced_resolution_t)
+
+    def _check_compatible(self) -> None:
+        first = self.readers[0].info
+        for reader in self.readers[1:]:
+            info = reader.info
+            if (info.spatial_shape, len(info.channels)) != (
+                first.spatial_shape,
+                len(first.channels),
+            ):
+                raise PDEBenchError(
+                    reader.info.path,
+                    "fields",
+                    f"spatial shape {first.spatial_shape} and {len(first.channels)} channels "
+                    f"like {first.path.name}",
+                    f"{info.spatial_shape} and {len(info.channels)} channels",
+                )
+
+    def _split(self, reader: PDEBenchReader) -> Split:
+        n = reader.info.n_samples
+        if self.cfg.max_samples:
+            n = min(n, self.cfg.max_samples)
+        val_fraction = 0.0 if self.cfg.val_files else self.cfg.val_fraction
+        test_fraction = 0.0 if self.cfg.test_files else self.cfg.test_fraction
+        return split_indices(n, val_fraction, test_fraction, self.cfg.split_seed)
+
+    # --- shape facts the model is built from -------------------------------------------------
+    @property
+    def channels(self) -> int:
+        return len(self.readers[0].info.channels)
+
+    @property
+    def spatial_shape(self) -> list[int]:
+        return list(self.readers[0].info.spatial_shape)
+
+    @property
+    def n_params(self) -> int:
+        return len(self.cfg.param_keys)
+
+    def field_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and std over the first training samples of every file."""
+        chunks = []
+        for reader, split in zip(self.readers, self.splits, strict=True):
+            for sample in split.train[: self.cfg.stats_samples]:
+                u = reader.read(int(sample))
+                chunks.append(u.reshape(-1, u.shape[-1]))
+        data = np.concatenate(chunks).astype(np.float64)
+        std = np.maximum(data.std(axis=0), 1e-6)
+        return torch.tensor(data.mean(axis=0), dtype=torch.float32), torch.tensor(
+            std, dtype=torch.float32
+        )
+
+    # --- datasets ----------------------------------------------------------------------------
+    def _windows(self, which: str, horizon: int | None) -> list[TrajectoryWindows]:
+        extra_files = {"val": self.cfg.val_files, "test": self.cfg.test_files}.get(which, [])
+        if extra_files:
+            datasets = []
+            for path in extra_files:
+                reader = self._reader(path)
+                samples = np.arange(reader.info.n_samples)[: self.cfg.max_samples]
+                task = self._task_of(reader)
+                datasets.append(
+                    TrajectoryWindows(
+                        reader, samples, horizon, file_params(reader, self.cfg.param_keys), task
+                    )
+                )
+            return datasets
+        return [
+            TrajectoryWindows(
+                reader,
+                getattr(split, which),
+                horizon,
+                file_params(reader, self.cfg.param_keys),
+                task,
+            )
+            for task, (reader, split) in enumerate(zip(self.readers, self.splits, strict=True))
+        ]
+
+    def _task_of(self, reader: PDEBenchReader) -> int:
+        """Held-out files map to the training task with the same stem, else to task 0."""
+        stem = reader.info.path.stem
+        return self.task_names.index(stem) if stem in self.task_names else 0
+
+    def windows(self, which: str, horizon: int | None) -> Dataset:
+        return ConcatDataset(self._windows(which, horizon))
+
+    def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int | None = None) -> DataLoader:
+        loader = self.cfg.loader
+        workers = loader.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size or loader.batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            pin_memory=loader.pin_memory,
+            persistent_workers=loader.persistent_workers and workers > 0,
+            prefetch_factor=loader.prefetch_factor if workers > 0 else None,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.windows("train", self.horizon), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.windows("val", None), shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.windows("test", None), shuffle=False)
