@@ -1,0 +1,97 @@
+"""The latent surrogate: encoder -> latent operator -> any-point decoder, in physical units.
+
+Fields go in and come out in physical units: per-channel normalisation statistics are buffers
+of the module, so a plain ``state_dict`` reproduces the trained model with no Lightning and no
+data set at hand.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lightstack.physics.config import SurrogateConfig
+from lightstack.physics.models.decoder import PointDecoder
+from lightstack.physics.models.encoder import PatchEncoder, patch_centres
+from lightstack.physics.models.operator import LatentOperator
+
+
+class LatentSurrogate(nn.Module):
+    def __init__(self, cfg: SurrogateConfig):
+        super().__init__()
+        if cfg.channels is None or cfg.spatial_shape is None:
+            raise ValueError(
+                "model.channels and model.spatial_shape must be set (they are filled from the data)"
+            )
+        self.cfg = cfg
+        dims = len(cfg.spatial_shape)
+        common = dict(
+            width=cfg.width, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout
+        )
+        self.encoder = PatchEncoder(
+            cfg.channels,
+            dims,
+            patch=cfg.patch_size,
+            depth=cfg.encoder_depth,
+            octaves=cfg.octaves,
+            **common,
+        )
+        self.operator = LatentOperator(depth=cfg.operator_depth, n_cond=1 + cfg.n_params, **common)
+        self.decoder = PointDecoder(
+            cfg.channels, dims, depth=cfg.decoder_depth, octaves=cfg.octaves, **common
+        )
+        self.register_buffer("mean", torch.zeros(cfg.channels))
+        self.register_buffer("std", torch.ones(cfg.channels))
+
+    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.mean.copy_(mean)
+        self.std.copy_(std)
+
+    # --- the three parts, in physical units at the edges -----------------------------------
+    def encode(self, u: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """``u`` (B, *S, C), ``grid`` (B, *S, d) -> latent tokens (B, N, width)."""
+        return self.encoder((u - self.mean) / self.std, grid)
+
+    def step(self, z: torch.Tensor, dt: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """One latent time step; ``dt`` (B,), ``params`` (B, n_params)."""
+        return self.operator(z, torch.cat([dt[:, None], params], dim=-1))
+
+    def token_centres(self, grid: torch.Tensor) -> torch.Tensor:
+        """Where each latent token sits: the centre of its patch of ``grid`` (B, *S, d)."""
+        return patch_centres(grid, self.cfg.patch_size)
+
+    def decode(self, z: torch.Tensor, coords: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        """Field values (B, Q, C) at any coordinates ``coords`` (B, Q, d).
+
+        ``centres`` (B, N, d) are the token positions, from ``token_centres`` of the grid the
+        field was encoded on.
+        """
+        return self.decoder(z, coords, centres) * self.std + self.mean
+
+    def decode_grid(self, z: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """Decode on the grid the field was encoded on (B, *S, d) -> (B, *S, C)."""
+        values = self.decode(z, grid.flatten(1, -2), self.token_centres(grid))
+        return values.view(*grid.shape[:-1], -1)
+
+    # --- whole-field conveniences -------------------------------------------------------------
+    def forward(
+        self, u: torch.Tensor, grid: torch.Tensor, dt: torch.Tensor, params: torch.Tensor
+    ) -> torch.Tensor:
+        """One-step prediction ``u(t) -> u(t + dt)`` on the grid."""
+        return self.decode_grid(self.step(self.encode(u, grid), dt, params), grid)
+
+    def rollout(
+        self,
+        u0: torch.Tensor,
+        grid: torch.Tensor,
+        dt: torch.Tensor,
+        params: torch.Tensor,
+        steps: int,
+    ) -> torch.Tensor:
+        """Autoregressive rollout in latent space, decoded every step: (B, steps, *S, C)."""
+        z = self.encode(u0, grid)
+        frames = []
+        for _ in range(steps):
+            z = self.step(z, dt, params)
+            frames.append(self.decode_grid(z, grid))
+        return torch.stack(frames, dim=1)
