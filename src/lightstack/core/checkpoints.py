@@ -1,9 +1,17 @@
-"""Checkpoints: atomic saves, self-describing metadata, safe loading and plain-module hand-off.
+"""Checkpoints: atomic saves, self-describing metadata, safe loading, conversion, plain modules.
 
 Every lightstack checkpoint carries a ``"lightstack"`` entry: the family and stage that wrote
 it, the resolved config (plain dict) and an architecture fingerprint, so a model can be rebuilt
 from the file alone and a mismatched one is refused. Loading always uses
 ``torch.load(weights_only=True)``: a file that needs unpickling of arbitrary objects is refused.
+
+Three formats hold the same weights and metadata (``convert_checkpoint`` goes between them,
+``load_checkpoint`` reads all three into ``{"state_dict": ..., "lightstack": ...}``):
+
+- ``lightning``: Lightning's checkpoint (``torch.save``), as training writes it, with optimizer,
+  scheduler and loop state; converted ones are weights-only (like ``save_weights_only``).
+- ``state_dict``: ``torch.save({"state_dict": ..., "lightstack": ...})``, weights and metadata.
+- ``safetensors``: the tensors, with the metadata JSON-encoded in the header (no pickle at all).
 """
 
 from __future__ import annotations
@@ -11,16 +19,30 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import lightning
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from lightstack.core.io import atomic_path
 
 META_KEY = "lightstack"
 FORMAT_VERSION = 1
+
+CheckpointFormat = Literal["lightning", "state_dict", "safetensors"]
+FORMATS: tuple[CheckpointFormat, ...] = ("lightning", "state_dict", "safetensors")
+# Lightning checkpoint entries kept by a conversion (optimizer/loop/callback state is dropped).
+LIGHTNING_KEYS = ("epoch", "global_step", "pytorch-lightning_version")
+SUFFIXES: dict[str, CheckpointFormat] = {
+    ".ckpt": "lightning",
+    ".pt": "state_dict",
+    ".pth": "state_dict",
+    ".safetensors": "safetensors",
+}
 
 
 class CheckpointError(ValueError):
@@ -55,11 +77,46 @@ def make_metadata(
     }
 
 
+def is_safetensors(path: Path) -> bool:
+    """A safetensors file starts with its header's length (8 bytes) and then the JSON header."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    return len(head) == 9 and head[:4] != b"PK\x03\x04" and head[8:9] == b"{"
+
+
+def _load_safetensors(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    try:
+        with safe_open(str(path), framework="pt", device=str(map_location)) as fh:
+            header = fh.metadata() or {}
+            state = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors raises its own error types for malformed headers
+        raise CheckpointError(f"safetensors file {path} could not be read: {exc}") from exc
+    if META_KEY not in header:
+        raise CheckpointError(
+            f"{path} is not a lightstack checkpoint (no '{META_KEY}' entry in the safetensors "
+            "metadata)"
+        )
+    try:
+        ckpt: dict[str, Any] = {"state_dict": state, META_KEY: json.loads(header[META_KEY])}
+        ckpt.update(json.loads(header.get("lightning", "{}")))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(
+            f"{path}: malformed metadata in the safetensors header: {exc}"
+        ) from exc
+    return ckpt
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a lightstack checkpoint safely, refusing anything else with a clear error."""
+    """Load a lightstack checkpoint of any format safely, refusing anything else clearly.
+
+    Returns at least ``{"state_dict": {...}, "lightstack": {...}}``; a Lightning checkpoint
+    keeps its other entries, converted files keep ``epoch``/``global_step`` when they had them.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if is_safetensors(path):
+        return _load_safetensors(path, map_location)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for truncated / foreign files
@@ -71,7 +128,80 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"{path} is not a lightstack checkpoint (no '{META_KEY}' metadata entry)"
         )
+    if not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(f"{path} has no 'state_dict' entry of weights")
     return ckpt
+
+
+def _tensors_for_safetensors(state: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
+    """Contiguous tensors, each with its own storage (safetensors refuses shared storage)."""
+    out: dict[str, torch.Tensor] = {}
+    storages: set[tuple[int, int]] = set()
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(
+                f"cannot write {path} as safetensors: state_dict entry {key!r} is a "
+                f"{type(value).__name__}, not a tensor"
+            )
+        tensor = value.detach().contiguous()
+        storage = (tensor.untyped_storage().data_ptr(), tensor.device.index or 0)
+        if storage in storages or tensor.untyped_storage().nbytes() != tensor.nbytes:
+            tensor = tensor.clone()
+        storages.add((tensor.untyped_storage().data_ptr(), tensor.device.index or 0))
+        out[key] = tensor
+    return out
+
+
+def save_as(ckpt: dict[str, Any], path: str | Path, fmt: CheckpointFormat) -> Path:
+    """Write the weights and metadata of a loaded checkpoint ``ckpt`` to ``path`` as ``fmt``.
+
+    Optimizer, scheduler, loop and callback state are not written.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown checkpoint format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    path = Path(path)
+    lightning_keys = {k: ckpt[k] for k in LIGHTNING_KEYS if k in ckpt}
+    if fmt == "safetensors":
+        tensors = _tensors_for_safetensors(ckpt["state_dict"], path)
+        header = {"format": "pt", META_KEY: json.dumps(ckpt[META_KEY])}
+        if lightning_keys:
+            header["lightning"] = json.dumps(lightning_keys)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=header)
+        return path
+    out: dict[str, Any] = {"state_dict": ckpt["state_dict"], META_KEY: ckpt[META_KEY]}
+    if fmt == "lightning":
+        defaults = {
+            "epoch": 0,
+            "global_step": 0,
+            "pytorch-lightning_version": lightning.__version__,
+        }
+        out = {**defaults, **lightning_keys, **out}
+    elif "epoch" in lightning_keys:
+        out.update({k: v for k, v in lightning_keys.items() if k != "pytorch-lightning_version"})
+    with atomic_path(path) as tmp:
+        torch.save(out, tmp)
+    return path
+
+
+def format_for(path: str | Path) -> CheckpointFormat:
+    """The format an output file name asks for by its suffix (``.ckpt``, ``.pt``, ...)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ValueError(
+            f"cannot tell the format of {path} from its suffix; name it "
+            f"{', '.join(SUFFIXES)} or pass --to {'|'.join(FORMATS)}"
+        )
+    return SUFFIXES[suffix]
+
+
+def convert_checkpoint(
+    src: str | Path, dst: str | Path, to: CheckpointFormat | None = None
+) -> Path:
+    """Convert a lightstack checkpoint to ``to`` (default: from ``dst``'s suffix), weights only."""
+    if Path(src).resolve() == Path(dst).resolve():
+        raise ValueError(f"convert: input and output are the same file ({src})")
+    return save_as(load_checkpoint(src), dst, to or format_for(dst))
 
 
 def checkpoint_metadata(ckpt: dict[str, Any], path: str | Path, family: str) -> dict[str, Any]:

@@ -35,6 +35,22 @@ class Section(BaseModel):
 Precision = Literal["32", "32-true", "16-mixed", "bf16-mixed", "bf16-true", "64", "64-true"]
 
 
+FSDPShardingStrategy = Literal["FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD"]
+
+
+class FSDPConfig(Section):
+    """``trainer.fsdp``: used with ``trainer.strategy=fsdp`` only.
+
+    The model's blocks (``fsdp_wrap_modules()`` of the LightningModule) are the FSDP units;
+    ``activation_checkpointing`` recomputes their activations in the backward pass and
+    ``cpu_offload`` keeps parameters, gradients and optimizer state in host memory.
+    """
+
+    activation_checkpointing: bool = False
+    cpu_offload: bool = False
+    sharding_strategy: FSDPShardingStrategy = "FULL_SHARD"
+
+
 class TrainerConfig(Section):
     """What ``lightning.Trainer`` is built with (see ``core.trainer.build_trainer``)."""
 
@@ -59,12 +75,22 @@ class TrainerConfig(Section):
     limit_val_batches: float | int | None = None
     log_every_n_steps: int = Field(10, ge=1)
     num_sanity_val_steps: int = Field(0, ge=-1)
+    fsdp: FSDPConfig = FSDPConfig()
 
     @model_validator(mode="after")
     def _fp16_needs_gpu(self) -> TrainerConfig:
         if self.precision == "16-mixed" and self.accelerator == "cpu":
             raise ValueError(
                 "precision '16-mixed' needs a GPU; on CPU use 'bf16-mixed' or '32-true'"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _fsdp_fields_need_fsdp(self) -> TrainerConfig:
+        if self.strategy != "fsdp" and self.fsdp != FSDPConfig():
+            raise ValueError(
+                f"trainer.fsdp is set but trainer.strategy is {self.strategy!r}; "
+                "set trainer.strategy=fsdp or remove trainer.fsdp"
             )
         return self
 
@@ -81,6 +107,11 @@ class OptimizerConfig(Section):
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     muon_lr: float = Field(0.02, gt=0, description="LR of the Muon group (2-D hidden weights)")
+    cpu_offload: bool = Field(
+        False,
+        description="keep parameters, gradients and optimizer state in host memory and step "
+        "the optimizer there (FSDP CPU offload; needs trainer.strategy=fsdp)",
+    )
     scheduler: SchedulerConfig = SchedulerConfig()
 
 
@@ -108,11 +139,60 @@ class LoggingConfig(Section):
     wandb_offline: bool = True
 
 
+class ProfileScheduleConfig(Section):
+    """``torch.profiler.schedule`` of the ``pytorch`` profiler, in training steps."""
+
+    wait: int = Field(1, ge=0)
+    warmup: int = Field(1, ge=0)
+    active: int = Field(3, ge=1)
+    repeat: int = Field(1, ge=0, description="cycles to record (0: until training ends)")
+
+
+class MemoryCleanupConfig(Section):
+    """Empty the CUDA cache and collect garbage at these points; logs ``mem/freed_gb``."""
+
+    enabled: bool = False
+    points: list[Literal["train_epoch_end", "validation_end"]] = ["train_epoch_end"]
+    every_n_train_steps: int | None = Field(None, ge=1)
+
+
+class OOMRecoveryConfig(Section):
+    """On CUDA out-of-memory: smaller micro-batch, more accumulation, same effective batch."""
+
+    enabled: bool = False
+    min_batch_size: int = Field(1, ge=1, description="give up below this micro-batch")
+    max_retries: int = Field(4, ge=1)
+
+
+class TuneConfig(Section):
+    """``--tune-batch-size`` / ``--tune-lr``: Lightning's Tuner before training."""
+
+    batch_size: bool = False
+    lr: bool = False
+    batch_size_mode: Literal["binsearch", "power"] = "binsearch"
+    steps_per_trial: int = Field(3, ge=1)
+    max_trials: int = Field(10, ge=1)
+    max_batch_size: int = Field(8192, ge=1)
+    lr_min: float = Field(1e-7, gt=0)
+    lr_max: float = Field(1.0, gt=0)
+    lr_steps: int = Field(100, ge=2, description="learning rates tried by the LR finder")
+
+    @model_validator(mode="after")
+    def _lr_range(self) -> TuneConfig:
+        if self.lr_min >= self.lr_max:
+            raise ValueError(f"lr_min ({self.lr_min}) must be below lr_max ({self.lr_max})")
+        return self
+
+
 class TrainingConfig(Section):
     skip_lightning_val: bool = False
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     profile: Literal["none", "simple", "advanced", "pytorch"] = "none"
+    profile_schedule: ProfileScheduleConfig = ProfileScheduleConfig()
     force_compile_distributed: bool = False
+    memory_cleanup: MemoryCleanupConfig = MemoryCleanupConfig()
+    oom_recovery: OOMRecoveryConfig = OOMRecoveryConfig()
+    tune: TuneConfig = TuneConfig()
 
 
 class DataLoaderConfig(Section):
@@ -134,6 +214,21 @@ class RunConfig(Section):
     checkpoint: CheckpointConfig = CheckpointConfig()
     logging: LoggingConfig = LoggingConfig()
     training: TrainingConfig = TrainingConfig()
+
+    @model_validator(mode="after")
+    def _optimizer_fits_strategy(self) -> RunConfig:
+        strategy = self.trainer.strategy
+        if self.optimizer.cpu_offload and strategy != "fsdp":
+            raise ValueError(
+                f"optimizer.cpu_offload uses FSDP's CPU offload but trainer.strategy is "
+                f"{strategy!r}; set trainer.strategy=fsdp"
+            )
+        if self.optimizer.name == "muon" and strategy == "fsdp":
+            raise ValueError(
+                "optimizer.name=muon needs whole weight matrices but trainer.strategy=fsdp shards "
+                "them; use strategy ddp with muon, or adamw with fsdp"
+            )
+        return self
 
 
 C = TypeVar("C", bound=RunConfig)
@@ -196,6 +291,41 @@ def load_config(path: str | Path, overrides: list[str] | None, schema: type[C]) 
     """Load ``path``, apply dotted ``overrides`` and validate against ``schema``."""
     data = merge_overrides(read_yaml(path), list(overrides or []), str(path))
     return validate(schema, data, str(path))
+
+
+def apply_updates(cfg: C, updates: dict[str, Any]) -> C:
+    """A copy of ``cfg`` with dotted-path ``updates`` (``{"optimizer.lr": 3e-4}``), validated."""
+    data = to_dict(cfg)
+    for dotted, value in updates.items():
+        node: Any = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            if not isinstance(node, dict) or key not in node:
+                raise ConfigError("updates", [(dotted, "no such section in the configuration")])
+            node = node[key]
+        node[leaf] = value
+    return validate(type(cfg), data, "updates")
+
+
+def loader_section(cfg: BaseModel) -> str:
+    """Dotted path of the run's ``DataLoaderConfig`` (``data.loader`` for physics, ``data`` for
+    video), where ``batch_size`` and the worker settings live."""
+
+    def find(section: BaseModel, path: str) -> str | None:
+        if isinstance(section, DataLoaderConfig):
+            return path
+        for name in type(section).model_fields:
+            value = getattr(section, name)
+            if isinstance(value, BaseModel):
+                found = find(value, f"{path}.{name}" if path else name)
+                if found:
+                    return found
+        return None
+
+    found = find(cfg, "")
+    if not found:
+        raise ValueError(f"{type(cfg).__name__} has no data loader section (DataLoaderConfig)")
+    return found
 
 
 def to_dict(cfg: BaseModel) -> dict[str, Any]:

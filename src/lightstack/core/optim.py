@@ -20,28 +20,58 @@ from lightstack.core.config import OptimizerConfig, SchedulerConfig
 
 
 class HybridOptimizer(torch.optim.Optimizer):
-    """Several optimizers stepped together; ``param_groups`` is the union of theirs.
+    """Several optimizers over disjoint parameters, stepped as one optimizer.
 
-    Lightning (LR monitor, schedulers, ``BaseFinetuning``) sees one optimizer whose groups keep
-    their own LR.
+    ``param_groups`` and ``state`` are live views of the children's, so LR schedulers, the LR
+    monitor, gradient clipping and ``_optimizer_to_device`` act on the real groups and states.
+    Param groups added later (``BaseFinetuning``, the freezing callbacks) go to the first child:
+    ``build_optimizer`` puts AdamW there, which takes parameters of any shape, and its group 0 is
+    the base LR those callbacks scale.
     """
 
     def __init__(self, optimizers: list[torch.optim.Optimizer]):
-        self.optimizers = optimizers
-        self.defaults: dict[str, Any] = {}
-        self.state = {}  # type: ignore[assignment]
-        self._optimizer_step_pre_hooks = {}  # type: ignore[assignment]
-        self._optimizer_step_post_hooks = {}  # type: ignore[assignment]
+        if not optimizers:
+            raise ValueError("HybridOptimizer needs at least one optimizer")
+        seen: set[int] = set()
+        for opt in optimizers:
+            ids = {id(p) for group in opt.param_groups for p in group["params"]}
+            if ids & seen:
+                raise ValueError("HybridOptimizer: a parameter is given to two optimizers")
+            seen |= ids
+        self.optimizers = list(optimizers)
+        self._adopting = True  # Optimizer.__init__ re-adds the groups: they are the children's
+        super().__init__(self.param_groups, defaults={})
+        self._adopting = False
 
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+    @property  # type: ignore[override]
+    def param_groups(self) -> list[dict[str, Any]]:
         return [g for opt in self.optimizers for g in opt.param_groups]
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        self.optimizers[-1].add_param_group(param_group)
+    @param_groups.setter
+    def param_groups(self, value: list[dict[str, Any]]) -> None:
+        # Optimizer.__init__ assigns an empty list before adding groups; the groups stay the
+        # children's, so only that assignment is accepted.
+        if value:
+            raise AttributeError(
+                "HybridOptimizer.param_groups is a view of its optimizers' groups; "
+                "use add_param_group"
+            )
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+    @property  # type: ignore[override]
+    def state(self) -> dict[torch.Tensor, Any]:
+        return {p: s for opt in self.optimizers for p, s in opt.state.items()}
+
+    @state.setter
+    def state(self, value: dict[torch.Tensor, Any]) -> None:
+        if value:
+            raise AttributeError("HybridOptimizer.state is a view of its optimizers' states")
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if self._adopting:
+            return
+        self.optimizers[0].add_param_group(param_group)
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -50,16 +80,29 @@ class HybridOptimizer(torch.optim.Optimizer):
             opt.step()
         return loss
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=set_to_none)
-
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
         return {"optimizers": [opt.state_dict() for opt in self.optimizers]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
-        for opt, sd in zip(self.optimizers, state_dict["optimizers"], strict=True):
+        saved = state_dict.get("optimizers")
+        if not isinstance(saved, list) or len(saved) != len(self.optimizers):
+            names = ", ".join(type(opt).__name__ for opt in self.optimizers)
+            found = len(saved) if isinstance(saved, list) else "no"
+            raise ValueError(
+                f"optimizer state holds {found} optimizers but this HybridOptimizer has "
+                f"{len(self.optimizers)} ({names}); was it saved with another optimizer.name?"
+            )
+        for opt, sd in zip(self.optimizers, saved, strict=True):
             opt.load_state_dict(sd)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        return f"HybridOptimizer({', '.join(type(opt).__name__ for opt in self.optimizers)})"
 
 
 def is_muon_param(name: str, param: nn.Parameter) -> bool:
@@ -82,10 +125,12 @@ def build_optimizer(cfg: OptimizerConfig, module: nn.Module) -> torch.optim.Opti
     muon = [p for n, p in named if is_muon_param(n, p)]
     rest = [p for n, p in named if not is_muon_param(n, p)]
     optimizers: list[torch.optim.Optimizer] = []
+    if rest:  # first: new param groups (unfreezing) join AdamW
+        optimizers.append(torch.optim.AdamW(rest, fused=fused or None, **adamw_kwargs))
     if muon:
         optimizers.append(torch.optim.Muon(muon, lr=cfg.muon_lr, weight_decay=cfg.weight_decay))
-    if rest:
-        optimizers.append(torch.optim.AdamW(rest, fused=fused or None, **adamw_kwargs))
+    if len(optimizers) == 1:
+        return optimizers[0]
     return HybridOptimizer(optimizers)
 
 

@@ -1,7 +1,13 @@
-"""``build_trainer``: one place that turns a run config into a ``lightning.Trainer``."""
+"""``build_trainer``: one place that turns a run config into a ``lightning.Trainer``.
+
+Devices, nodes, strategy (DDP, FSDP with the model's blocks as units), precision, accumulation,
+clipping, profiling and the standard callbacks all come from the config; ``fit`` adds the
+out-of-memory recovery of ``training.oom_recovery``.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightning as L
@@ -12,13 +18,26 @@ from lightning.pytorch.callbacks import (
     LearningRateMonitor,
     ModelCheckpoint,
     RichProgressBar,
+    Timer,
     TQDMProgressBar,
 )
+from lightning.pytorch.profilers import (
+    AdvancedProfiler,
+    Profiler,
+    PyTorchProfiler,
+    SimpleProfiler,
+)
+from lightning.pytorch.strategies import FSDPStrategy, Strategy
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from torch import nn
 
 from lightstack.core.callbacks.history import TrainingHistory
+from lightstack.core.callbacks.memory import MemoryCleanup
+from lightstack.core.callbacks.oom_recovery import BuildTrainer, fit_with_oom_recovery
 from lightstack.core.callbacks.throughput import ThroughputMonitor
 from lightstack.core.checkpoints import AtomicCheckpointIO
-from lightstack.core.config import RunConfig
+from lightstack.core.config import C, RunConfig, apply_updates, loader_section, save_config
+from lightstack.core.io import atomic_write_json
 from lightstack.core.loggers import build_loggers
 
 
@@ -58,15 +77,19 @@ def build_callbacks(cfg: RunConfig, run_dir: Path, default_monitor: str) -> list
         ),
         TrainingHistory(run_dir),
         ThroughputMonitor(),
+        Timer(duration=cfg.trainer.max_time, interval="step"),
         *_progress_bar(cfg.logging.progress_bar),
     ]
-    if cfg.optimizer.scheduler.name != "none":
+    if cfg.logging.loggers:  # the LR monitor needs a logger
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     es = cfg.training.early_stopping
     if es.enabled:
         callbacks.append(
             EarlyStopping(monitor=monitor, mode=mode, patience=es.patience, min_delta=es.min_delta)
         )
+    mem = cfg.training.memory_cleanup
+    if mem.enabled:
+        callbacks.append(MemoryCleanup(mem.points, mem.every_n_train_steps))
     return callbacks
 
 
@@ -78,26 +101,120 @@ def _accelerator(requested: str) -> str:
     return requested
 
 
+def check_precision(cfg: RunConfig) -> None:
+    """Refuse fp16 mixed precision where it would run on the CPU (``auto`` included)."""
+    t = cfg.trainer
+    if t.precision != "16-mixed" or t.accelerator != "auto":
+        return  # an explicit 'cpu' is refused by TrainerConfig already
+    if not torch.cuda.is_available():
+        raise ValueError(
+            "trainer.precision='16-mixed' needs a CUDA GPU, but trainer.accelerator='auto' "
+            "resolves to the CPU here (no CUDA device visible); use 'bf16-mixed' or '32-true'"
+        )
+
+
+def fsdp_wrap_modules(module: nn.Module | None) -> set[type[nn.Module]]:
+    """Block types the LightningModule names as FSDP units (``fsdp_wrap_modules()``), else {}."""
+    declare = getattr(module, "fsdp_wrap_modules", None)
+    if not callable(declare):
+        return set()
+    layers = set(declare())
+    bad = [t for t in layers if not (isinstance(t, type) and issubclass(t, nn.Module))]
+    if bad:
+        raise TypeError(
+            f"{type(module).__name__}.fsdp_wrap_modules() must return nn.Module classes, got {bad}"
+        )
+    return layers
+
+
+def build_strategy(cfg: RunConfig, module: nn.Module | None = None) -> Strategy | str:
+    """``trainer.strategy`` as Lightning takes it: a name, or the configured ``FSDPStrategy``.
+
+    FSDP wraps each block of ``module.fsdp_wrap_modules()`` as one unit (sharded, gathered just
+    in time); activation checkpointing applies to the same blocks. Checkpoints are saved as one
+    full state dict so ``load_checkpoint`` and ``ckpt convert`` read them like any other.
+    """
+    t = cfg.trainer
+    if t.strategy != "fsdp":
+        return t.strategy
+    layers = fsdp_wrap_modules(module)
+    fsdp = t.fsdp
+    if not layers:
+        name = type(module).__name__ if module is not None else "the LightningModule"
+        hybrid = fsdp.sharding_strategy == "HYBRID_SHARD"
+        needs = [
+            knob
+            for knob, on in (
+                ("trainer.fsdp.activation_checkpointing", fsdp.activation_checkpointing),
+                ("trainer.fsdp.sharding_strategy=HYBRID_SHARD", hybrid),
+            )
+            if on
+        ]
+        if needs:
+            raise ValueError(
+                f"{', '.join(needs)} needs the model's blocks, but {name} has no "
+                "fsdp_wrap_modules() (pass module= to build_trainer)"
+            )
+        rank_zero_warn(
+            f"strategy fsdp: {name} declares no fsdp_wrap_modules(), so the whole model is one "
+            "FSDP unit and is gathered at once"
+        )
+    return FSDPStrategy(
+        auto_wrap_policy=layers or None,
+        activation_checkpointing_policy=layers if fsdp.activation_checkpointing else None,
+        cpu_offload=fsdp.cpu_offload or cfg.optimizer.cpu_offload,
+        sharding_strategy=fsdp.sharding_strategy,
+        state_dict_type="full",
+    )
+
+
+def build_profiler(cfg: RunConfig, run_dir: Path) -> Profiler | None:
+    """``training.profile``: reports go to ``run_dir/profiler``."""
+    kind = cfg.training.profile
+    out = Path(run_dir) / "profiler"
+    if kind == "simple":
+        return SimpleProfiler(dirpath=out, filename="profile", extended=True)
+    if kind == "advanced":
+        return AdvancedProfiler(dirpath=out, filename="profile")
+    if kind == "pytorch":
+        s = cfg.training.profile_schedule
+        return PyTorchProfiler(
+            dirpath=out,
+            filename="profile",
+            schedule=torch.profiler.schedule(
+                wait=s.wait, warmup=s.warmup, active=s.active, repeat=s.repeat
+            ),
+            export_to_chrome=True,
+            profile_memory=True,
+        )
+    return None
+
+
 def build_trainer(
     cfg: RunConfig,
     run_dir: Path,
     default_monitor: str,
     extra_callbacks: list[Callback] | None = None,
+    module: nn.Module | None = None,
 ) -> L.Trainer:
-    """Build the Trainer for ``cfg``, writing logs and checkpoints under ``run_dir``."""
+    """Build the Trainer for ``cfg``, writing logs and checkpoints under ``run_dir``.
+
+    ``module`` (the LightningModule to train) is needed by ``strategy: fsdp`` to find the
+    blocks to wrap; other strategies ignore it.
+    """
     t = cfg.trainer
     run_dir = Path(run_dir)
+    check_precision(cfg)
     callbacks = build_callbacks(cfg, run_dir, default_monitor) + list(extra_callbacks or [])
     skip_val = cfg.training.skip_lightning_val
     return L.Trainer(
         accelerator=_accelerator(t.accelerator),
         devices=t.devices,
         num_nodes=t.num_nodes,
-        strategy=t.strategy,
+        strategy=build_strategy(cfg, module),
         precision=t.precision,
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
-        max_time=t.max_time,
         accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=t.gradient_clip_val,
         gradient_clip_algorithm=t.gradient_clip_algorithm,
@@ -114,5 +231,117 @@ def build_trainer(
         enable_progress_bar=cfg.logging.progress_bar != "none",
         plugins=[AtomicCheckpointIO()],
         default_root_dir=run_dir,
-        profiler=None if cfg.training.profile == "none" else cfg.training.profile,
+        profiler=build_profiler(cfg, run_dir),
     )
+
+
+def trainer_factory(
+    cfg: RunConfig,
+    run_dir: Path,
+    default_monitor: str,
+    module: nn.Module | None = None,
+    extra_callbacks: list[Callback] | None = None,
+) -> BuildTrainer:
+    """``(accumulate_grad_batches, callbacks) -> Trainer`` for ``fit_with_oom_recovery``."""
+
+    def build(accumulate: int, callbacks: list[Callback]) -> L.Trainer:
+        run_cfg = apply_updates(cfg, {"trainer.accumulate_grad_batches": accumulate})
+        extra = list(extra_callbacks or []) + list(callbacks)
+        return build_trainer(run_cfg, run_dir, default_monitor, extra, module)
+
+    return build
+
+
+def fit(
+    cfg: RunConfig,
+    run_dir: Path,
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    default_monitor: str,
+    extra_callbacks: list[Callback] | None = None,
+    ckpt_path: str | Path | None = None,
+) -> L.Trainer:
+    """``trainer.fit``, through ``fit_with_oom_recovery`` when ``training.oom_recovery.enabled``.
+
+    After a recovery the micro-batch and accumulation that finished are written into
+    ``run_dir/config.yaml`` and the events into ``run_dir/oom_recovery.json``.
+    """
+    run_dir = Path(run_dir)
+    oom = cfg.training.oom_recovery
+    if not oom.enabled:
+        trainer = build_trainer(cfg, run_dir, default_monitor, extra_callbacks, module)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        return trainer
+    result = fit_with_oom_recovery(
+        trainer_factory(cfg, run_dir, default_monitor, module, extra_callbacks),
+        module,
+        datamodule,
+        resume_dir=run_dir / "checkpoints",
+        accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
+        min_batch_size=oom.min_batch_size,
+        max_retries=oom.max_retries,
+        ckpt_path=ckpt_path,
+    )
+    if result.events and result.trainer.is_global_zero:
+        updated = apply_updates(
+            cfg,
+            {
+                f"{loader_section(cfg)}.batch_size": result.batch_size,
+                "trainer.accumulate_grad_batches": result.accumulate_grad_batches,
+            },
+        )
+        save_config(updated, run_dir / "config.yaml")
+        atomic_write_json(run_dir / "oom_recovery.json", result.events)
+    return result.trainer
+
+
+def tune_and_fit(
+    cfg: C,
+    run_dir: Path,
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    default_monitor: str,
+    ckpt_path: str | Path | None = None,
+) -> tuple[L.Trainer, C]:
+    """Tune batch size / LR when ``training.tune`` asks (fresh runs only), then ``fit``.
+
+    Returns the trainer and the config the module trained with (tuned values applied; the
+    module's ``cfg`` is updated to it).
+    """
+    knobs = cfg.training.tune
+    if (knobs.batch_size or knobs.lr) and ckpt_path is None:
+        from lightstack.core.tuning import tune
+
+        tuner_trainer = build_trainer(cfg, run_dir, default_monitor, module=module)
+        updates = tune(tuner_trainer, module, datamodule, cfg, run_dir, knobs.batch_size, knobs.lr)
+        cfg = apply_updates(cfg, updates)
+        module.cfg = cfg
+    return fit(cfg, run_dir, module, datamodule, default_monitor, ckpt_path=ckpt_path), cfg
+
+
+def timings(trainer: L.Trainer) -> dict[str, float]:
+    """Seconds spent in training and validation, from the Timer callback."""
+    timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+    if timer is None:
+        return {}
+    return {f"time/{stage}_s": float(timer.time_elapsed(stage)) for stage in ("train", "validate")}
+
+
+def trainer_overrides(
+    devices_per_node: int | None = None,
+    num_nodes: int | None = None,
+    accumulate_grad_batches: int | None = None,
+    sync_batchnorm: bool | None = None,
+    tune_batch_size: bool | None = None,
+    tune_lr: bool | None = None,
+) -> list[str]:
+    """Dotted overrides for the training CLI flags that were given (``None``: not given)."""
+    given = {
+        "trainer.devices": devices_per_node,
+        "trainer.num_nodes": num_nodes,
+        "trainer.accumulate_grad_batches": accumulate_grad_batches,
+        "trainer.sync_batchnorm": sync_batchnorm,
+        "training.tune.batch_size": tune_batch_size,
+        "training.tune.lr": tune_lr,
+    }
+    return [f"{key}={json.dumps(value)}" for key, value in given.items() if value is not None]

@@ -13,6 +13,35 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+# Dense (no sparsity) peak FLOP/s of one device from the vendors' data sheets, by the compute
+# dtype: "bf16" (also fp16), "tf32" (fp32 matmuls on tensor cores), "fp32". Matched on the
+# lower-cased CUDA device name, first match wins (so "h100 pcie" precedes "h100").
+PEAK_FLOPS: tuple[tuple[str, dict[str, float]], ...] = (
+    ("h200", {"bf16": 989e12, "tf32": 494.7e12, "fp32": 66.9e12}),
+    ("h100 pcie", {"bf16": 756e12, "tf32": 378e12, "fp32": 51.2e12}),
+    ("h100", {"bf16": 989e12, "tf32": 494.7e12, "fp32": 66.9e12}),  # SXM: "H100 80GB HBM3"
+    ("a100", {"bf16": 312e12, "tf32": 156e12, "fp32": 19.5e12}),
+)
+
+
+def compute_dtype(precision: str) -> str | None:
+    """The ``PEAK_FLOPS`` column of a Lightning precision string (None for fp64)."""
+    if precision.startswith(("bf16", "16")):
+        return "bf16"
+    if precision.startswith("32"):
+        return "fp32" if torch.get_float32_matmul_precision() == "highest" else "tf32"
+    return None
+
+
+def peak_flops(device_name: str, precision: str) -> float | None:
+    """Peak FLOP/s of one ``device_name`` GPU at ``precision``, or None when not in the table."""
+    dtype = compute_dtype(precision)
+    name = device_name.lower()
+    for pattern, flops in PEAK_FLOPS:
+        if pattern in name:
+            return flops.get(dtype) if dtype else None
+    return None
+
 
 def batch_size_of(batch: Any) -> int:
     """Leading dimension of the first tensor found in ``batch`` (dicts, lists, tensors)."""
@@ -32,8 +61,9 @@ def batch_size_of(batch: Any) -> int:
 class ThroughputMonitor(Callback):
     """Log samples/s and ms/step averaged over ``window`` batches, and peak CUDA memory.
 
-    When the LightningModule defines ``flops_per_sample`` and ``peak_flops`` is given (FLOP/s
-    of one device), also log ``perf/mfu``.
+    When the LightningModule defines ``flops_per_sample`` (training FLOPs of one sample: forward
+    and backward, about 3x the forward), also log ``perf/mfu`` against ``peak_flops`` (FLOP/s of
+    one device; default: looked up in ``PEAK_FLOPS`` from the CUDA device name and precision).
     """
 
     def __init__(self, window: int = 20, peak_flops: float | None = None):
@@ -42,6 +72,12 @@ class ThroughputMonitor(Callback):
         self._t0: float | None = None
         self._samples = 0
         self._batches = 0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        device = trainer.strategy.root_device
+        if self.peak_flops is None and device.type == "cuda":
+            name = torch.cuda.get_device_name(device)
+            self.peak_flops = peak_flops(name, str(trainer.precision))
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0, self._samples, self._batches = None, 0, 0
