@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -35,6 +35,9 @@ class PhysicsDataConfig(Section):
         default_factory=list, description="file attributes fed to the model as PDE parameters"
     )
     stats_samples: int = Field(64, ge=1, description="samples used for normalisation statistics")
+    task_weights: dict[str, Annotated[float, Field(ge=0)]] | None = Field(
+        None, description="task name -> sampling weight of its training windows (default: uniform)"
+    )
     loader: DataLoaderConfig = DataLoaderConfig()
 
     @model_validator(mode="after")
@@ -130,6 +133,155 @@ class GenerateConfig(Section):
     params: dict[str, float | int] = Field(default_factory=dict)
 
 
+class GateSpec(Section):
+    """Bounds one metric must stay within (``gates: {val/nrmse: {max: 0.05}}``)."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _has_a_bound(self) -> GateSpec:
+        if self.min is None and self.max is None:
+            raise ValueError("a gate needs 'min', 'max' or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"gate min ({self.min}) is larger than its max ({self.max})")
+        return self
+
+
+class ChampionConfig(Section):
+    """When an evaluated run replaces the leaderboard's champion of its task set."""
+
+    metric: str = Field("rollout_nrmse", description="main metric (see docs/physics_pipeline.md)")
+    mode: Literal["min", "max"] = "min"
+    margin: float = Field(
+        0.02, ge=0, lt=1, description="relative improvement of the main metric needed to promote"
+    )
+    max_ratios: dict[str, float] = Field(
+        default_factory=lambda: {"mass_drift": 1.5, "train_wall_s": 2.0},
+        description="secondary metrics (lower is better): promoted only if candidate <= ratio x "
+        "champion; a metric missing on either side is not compared",
+    )
+    leaderboard: str | None = Field(
+        None, description="CSV shared by runs (default: leaderboard.csv beside the run directory)"
+    )
+
+
+class PipelineConfig(Section):
+    """``physics pipeline``: stages trained in order, each starting from the previous checkpoint."""
+
+    stages: list[Stage] = Field(
+        default_factory=lambda: ["operator", "diff_residual", "consistency_distill", "steady_prior"]
+    )
+    stage_overrides: dict[Stage, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="config fields replaced for one stage only, e.g. "
+        "{diff_residual: {trainer: {max_epochs: 5}}} (ignored for stages not listed)",
+    )
+    eval_stage: Stage | None = Field(
+        None, description="stage whose checkpoint is evaluated (default: last one with rollouts)"
+    )
+    small_eval_trajectories: int = Field(
+        8, ge=1, description="test trajectories of the quick check that runs the gates first"
+    )
+
+    @model_validator(mode="after")
+    def _stages_consistent(self) -> PipelineConfig:
+        if not self.stages:
+            raise ValueError("stages is empty: name at least one stage")
+        if len(set(self.stages)) != len(self.stages):
+            raise ValueError(f"stages {self.stages} names a stage twice")
+        if self.eval_stage is not None and self.eval_stage not in self.stages:
+            raise ValueError(f"eval_stage {self.eval_stage!r} is not in stages {self.stages}")
+        return self
+
+
+class LatentCacheConfig(Section):
+    """Encoded latents kept on disk so later stages can train without running the encoder."""
+
+    enabled: bool = False
+    root: str = Field("runs/latent_cache", description="folder holding one entry per cache key")
+    dtype: Literal["float32", "float16"] = "float32"
+    batch_size: int = Field(16, ge=1, description="trajectories encoded at once")
+
+
+class DiffusionConfig(Section):
+    """Stage ``diff_residual``: the latent residual denoiser, its noise schedule and sampler.
+
+    ``refiner`` is PDE-Refiner's schedule: ``train_timesteps`` noise levels whose variances fall
+    geometrically from 1 (pure noise: the first step predicts the residual outright) to
+    ``min_noise_std**2``, so the remaining steps refine ever finer detail. ``cosine`` is the
+    usual DDPM cosine schedule, for many-step models.
+    """
+
+    width: int = Field(64, ge=8, description="denoiser width (latent tokens are projected to it)")
+    depth: int = Field(4, ge=1)
+    heads: int = Field(4, ge=1)
+    mlp_ratio: float = Field(2.0, gt=0)
+    prediction: Literal["v_prediction", "epsilon"] = "v_prediction"
+    schedule: Literal["refiner", "cosine"] = "refiner"
+    train_timesteps: int = Field(4, ge=2, description="noise levels of the schedule")
+    min_noise_std: float = Field(
+        0.01, gt=0, lt=1, description="refiner: noise std of the lowest level (residual units)"
+    )
+    sampler: Literal["ddim", "ddpm"] = "ddim"
+    sample_steps: int | None = Field(
+        None, ge=1, description="sampler steps per latent step (default: train_timesteps)"
+    )
+    stats_batches: int = Field(
+        8, ge=1, description="training batches that estimate the residual scale"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DiffusionConfig:
+        if self.width % self.heads:
+            raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads})")
+        if self.schedule == "refiner" and self.prediction == "epsilon":
+            raise ValueError(
+                "the refiner schedule starts from pure noise, where epsilon prediction cannot "
+                "recover the residual: use prediction 'v_prediction'"
+            )
+        steps = self.steps
+        if steps > self.train_timesteps or self.train_timesteps % steps:
+            raise ValueError(
+                f"sample_steps ({steps}) must divide train_timesteps ({self.train_timesteps})"
+            )
+        return self
+
+    @property
+    def steps(self) -> int:
+        return self.sample_steps or self.train_timesteps
+
+
+class ConsistencyConfig(Section):
+    """Stage ``consistency_distill``: consistency distillation of the diffusion residual."""
+
+    ema_decay: float = Field(0.95, ge=0, lt=1, description="decay of the EMA target network")
+    levels: int | None = Field(
+        None,
+        ge=2,
+        description="noise levels of the distillation grid, a subset of the teacher's "
+        "(default: all of the teacher's train_timesteps)",
+    )
+    sample_steps: int = Field(1, ge=1, description="student steps in validation and rollouts")
+
+    @model_validator(mode="after")
+    def _steps_fit(self) -> ConsistencyConfig:
+        if self.levels is not None and self.sample_steps > self.levels:
+            raise ValueError(
+                f"sample_steps ({self.sample_steps}) exceeds the {self.levels} levels of the grid"
+            )
+        return self
+
+
+class SteadyConfig(Section):
+    """Stage ``steady_prior``: coefficient field -> latent -> latent of the solution -> decode."""
+
+    depth: int = Field(4, ge=1, description="transformer blocks between the two latents")
+    query_points: int | None = Field(
+        None, ge=1, description="random grid points decoded per sample in training (None: all)"
+    )
+
+
 class PhysicsConfig(RunConfig):
     family: Literal["physics"] = "physics"
     stage: Stage = "operator"
@@ -138,3 +290,15 @@ class PhysicsConfig(RunConfig):
     loss: OperatorLossConfig = OperatorLossConfig()
     eval: EvalConfig = EvalConfig()
     generate: GenerateConfig | None = None
+    init_from: str | None = Field(
+        None, description="checkpoint of the stage this one starts from (diff_residual: operator)"
+    )
+    diffusion: DiffusionConfig = DiffusionConfig()
+    consistency: ConsistencyConfig = ConsistencyConfig()
+    steady: SteadyConfig = SteadyConfig()
+    gates: dict[str, GateSpec | None] = Field(
+        default_factory=dict, description="metric name -> bounds; null switches a gate off"
+    )
+    champion: ChampionConfig = ChampionConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    cache: LatentCacheConfig = LatentCacheConfig()

@@ -1,19 +1,41 @@
-"""``physics eval``: rebuild a surrogate from its checkpoint alone and evaluate it."""
+"""``physics eval``: rebuild a surrogate from its checkpoint alone, evaluate it and judge it.
+
+Metrics come from the plain PyTorch loop (``eval.rollout.evaluate_model``) or from Lightning's
+``Trainer.predict`` over the same per-trajectory metrics; both give the same numbers. Publishing
+a result applies the gates, records the run on the leaderboard (promoting it when it beats the
+champion of its task set) and writes ``report.html`` and ``summary.json`` next to
+``metrics.json``.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import lightning as L
+import numpy as np
 import torch
+from torch import nn
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from lightstack.core.checkpoints import checkpoint_metadata, load_checkpoint, load_into
+from lightstack.core.config import merge_overrides, to_dict, validate
 from lightstack.core.io import atomic_write_json
 from lightstack.physics.config import PhysicsConfig
 from lightstack.physics.data.windows import PDEDataModule
+from lightstack.physics.eval.gates import check_gates, failed_gates, gate_metrics
+from lightstack.physics.eval.leaderboard import Leaderboard, task_set
 from lightstack.physics.eval.plots import plot_predictions
-from lightstack.physics.eval.rollout import evaluate_model
+from lightstack.physics.eval.report import write_report
+from lightstack.physics.eval.rollout import RolloutSample, evaluate_model, trajectory_metrics
 from lightstack.physics.models.surrogate import LatentSurrogate
+
+Engine = Literal["torch", "lightning"]
+ROLLOUT_STAGES = ("operator", "diff_residual", "consistency_distill")
 
 
 def load_surrogate(path: str | Path) -> tuple[LatentSurrogate, PhysicsConfig, list[str]]:
@@ -25,6 +47,28 @@ def load_surrogate(path: str | Path) -> tuple[LatentSurrogate, PhysicsConfig, li
     return model.eval(), cfg, list(meta.get("tasks", []))
 
 
+def load_predictor(path: str | Path) -> tuple[nn.Module, PhysicsConfig, list[str]]:
+    """The model a checkpoint of any time-dependent stage rolls out, in physical units.
+
+    ``operator``: the surrogate; ``diff_residual``: the surrogate corrected by its diffusion
+    model; ``consistency_distill``: corrected by the distilled student. Each has the
+    surrogate's ``forward`` (one step) and ``rollout``.
+    """
+    meta = checkpoint_metadata(load_checkpoint(path), path, "physics")
+    stage = meta.get("stage")
+    if stage not in ROLLOUT_STAGES:
+        raise ValueError(
+            f"{path} is a {stage!r} checkpoint: evaluation rolls out trajectories, which needs a "
+            f"checkpoint of {', '.join(ROLLOUT_STAGES)}"
+        )
+    if stage == "operator":
+        return load_surrogate(path)
+    from lightstack.physics.stages.correctors import load_correctors
+
+    teacher, student, cfg, tasks = load_correctors(path)
+    return student or teacher, cfg, tasks
+
+
 def evaluation_data(cfg: PhysicsConfig, data_files: list[str] | None) -> PDEDataModule:
     """The checkpoint's own test split, or every sample of ``data_files`` when given."""
     data = cfg.data
@@ -33,43 +77,262 @@ def evaluation_data(cfg: PhysicsConfig, data_files: list[str] | None) -> PDEData
     return PDEDataModule(data, horizon=1)
 
 
+# --- the Lightning path ------------------------------------------------------------------------
+class RolloutPredictor(L.LightningModule):
+    """``Trainer.predict`` wrapper: per-trajectory metrics of a surrogate, with task ids."""
+
+    def __init__(self, model: nn.Module, horizons: list[int], thresholds: list[float]):
+        super().__init__()
+        self.model = model
+        self.horizons = horizons
+        self.thresholds = thresholds
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
+        values, _ = trajectory_metrics(self.model, batch, self.horizons, self.thresholds)
+        return {"task": batch["task"].cpu(), **{k: v.cpu() for k, v in values.items()}}
+
+
+def aggregate(outputs: list[dict[str, torch.Tensor]], task_names: list[str]) -> dict[str, Any]:
+    """Per-task (and ``"all"``) means of per-trajectory metrics, as ``evaluate_model`` gives."""
+    if not outputs:
+        raise ValueError("evaluation data set is empty: no trajectories to evaluate")
+    tasks = torch.cat([o["task"] for o in outputs])
+    values = {k: torch.cat([o[k] for o in outputs]).double() for k in outputs[0] if k != "task"}
+    groups = {"all": torch.ones_like(tasks, dtype=torch.bool)}
+    groups |= {name: tasks == index for index, name in enumerate(task_names)}
+    return {
+        name: {k: float(v[mask].mean()) for k, v in values.items()}
+        | {"trajectories": int(mask.sum())}
+        for name, mask in groups.items()
+        if mask.any()
+    }
+
+
+def lightning_metrics(
+    model: nn.Module,
+    loader: DataLoader,
+    task_names: list[str],
+    horizons: list[int],
+    thresholds: list[float],
+    device: str = "cpu",
+) -> dict[str, Any]:
+    target = torch.device(device)
+    trainer = L.Trainer(
+        accelerator="cpu" if target.type == "cpu" else "gpu",
+        devices=[target.index or 0] if target.type == "cuda" else 1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    outputs = trainer.predict(RolloutPredictor(model, horizons, thresholds), dataloaders=loader)
+    return aggregate(outputs, task_names)
+
+
+# --- what a report shows -----------------------------------------------------------------------
+@torch.no_grad()
+def samples_per_task(
+    model: nn.Module, dataset: Dataset, task_names: list[str], count: int, device: str
+) -> list[RolloutSample]:
+    """Up to ``count`` rolled-out trajectories, spread over the tasks (at least one each)."""
+    parts = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
+    per_task = max(1, count // max(1, len(parts)))
+    samples = []
+    model = model.to(device).eval()
+    for part in parts:
+        for index in range(min(per_task, len(part))):
+            item = {k: v.unsqueeze(0).to(device) for k, v in part[index].items()}
+            fields = item["fields"]
+            rollout = model.rollout(
+                fields[:, 0], item["grid"], item["dt"], item["params"], fields.shape[1] - 1
+            )
+            task = int(item["task"])
+            name = task_names[task] if task < len(task_names) else str(task)
+            samples.append(
+                RolloutSample(name, fields[0].cpu(), rollout[0].cpu(), item["grid"][0].cpu())
+            )
+    return samples
+
+
+@dataclass
+class RunContext:
+    """What evaluation knows of the run behind a checkpoint: its metrics, histories, cost."""
+
+    name: str
+    stages: list[str]
+    run_dir: Path | None = None
+    train_metrics: dict[str, float] = field(default_factory=dict)
+    histories: dict[str, Path] = field(default_factory=dict)
+    train_wall_s: float | None = None
+
+    @classmethod
+    def of_checkpoint(cls, ckpt: str | Path, cfg: PhysicsConfig) -> RunContext:
+        """Read ``train_metrics.json`` and ``history.json`` of the run that wrote ``ckpt``."""
+        ckpt = Path(ckpt).resolve()
+        run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+        metrics_file = run_dir / "train_metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        history = run_dir / "history.json"
+        return cls(
+            cfg.name,
+            [cfg.stage],
+            run_dir,
+            {k: float(v) for k, v in metrics.items()},
+            {cfg.stage: history} if history.is_file() else {},
+        )
+
+
+def judged_metrics(summary: dict[str, Any], context: RunContext) -> dict[str, float]:
+    """What gates and the champion rule read: ``gate_metrics``, wall-clock costs and the
+    one-step improvement over persistence."""
+    metrics = gate_metrics(summary["metrics"], context.train_metrics)
+    metrics["eval_wall_s"] = summary["eval_wall_s"]
+    metrics["improvement_over_persistence"] = summary["improvement_over_persistence"]
+    if context.train_wall_s is not None:
+        metrics["train_wall_s"] = context.train_wall_s
+    return metrics
+
+
+# --- evaluate ----------------------------------------------------------------------------------
 def evaluate_checkpoint(
     ckpt: str | Path,
     out_dir: str | Path,
     data_files: list[str] | None = None,
     device: str = "cpu",
+    *,
+    settings: PhysicsConfig | None = None,
+    overrides: list[str] | None = None,
+    engine: Engine = "torch",
+    max_trajectories: int | None = None,
+    context: RunContext | None = None,
+    publish: bool = True,
 ) -> dict[str, Any]:
-    """Write ``metrics.json`` and ``predictions.png`` into ``out_dir``; return the metrics."""
+    """Evaluate ``ckpt`` into ``out_dir``; return the metrics (and, published, the verdict).
+
+    Always writes ``metrics.json``. With ``publish`` it also writes ``predictions.png``, applies
+    the gates, records the run on the leaderboard and writes ``report.html`` and
+    ``summary.json``. The ``eval``, ``gates`` and ``champion`` sections come from ``settings``
+    (default: the checkpoint's own config); dotted ``overrides`` apply on top of that, e.g.
+    ``gates.val/nrmse.max=0.01`` or ``data.max_samples=8``. ``max_trajectories`` evaluates an
+    evenly spread subset of the test trajectories (the pipeline's quick check).
+    """
+    if engine not in ("torch", "lightning"):
+        raise ValueError(f"evaluation engine {engine!r}: expected 'torch' or 'lightning'")
     out_dir = Path(out_dir)
-    model, cfg, tasks = load_surrogate(ckpt)
+    model, cfg, tasks = load_predictor(ckpt)
+    if settings is not None:
+        cfg = cfg.model_copy(
+            update={"eval": settings.eval, "gates": settings.gates, "champion": settings.champion}
+        )
+    if overrides:
+        cfg = validate(
+            PhysicsConfig, merge_overrides(to_dict(cfg), overrides, str(ckpt)), str(ckpt)
+        )
     dm = evaluation_data(cfg, data_files)
     if list(dm.spatial_shape) != list(cfg.model.spatial_shape or []):
         raise ValueError(
             f"evaluation data has grid {dm.spatial_shape} after reduction but the checkpoint "
             f"{ckpt} was trained on {cfg.model.spatial_shape}"
         )
-    loader = torch.utils.data.DataLoader(
-        dm.windows("test", None), batch_size=cfg.eval.batch_size, shuffle=False
-    )
-    results, samples = evaluate_model(
-        model,
-        loader,
-        tasks or dm.task_names,
-        cfg.eval.horizons,
-        cfg.eval.correlation_thresholds,
-        cfg.eval.plot_samples,
-        device,
-    )
+    task_names = tasks or dm.task_names
+    dataset = dm.windows("test", None)
+    if max_trajectories is not None and max_trajectories < len(dataset):
+        picks = np.unique(np.linspace(0, len(dataset) - 1, max_trajectories).round().astype(int))
+        dataset = Subset(dataset, picks.tolist())
+    loader = DataLoader(dataset, batch_size=cfg.eval.batch_size, shuffle=False)
+    horizons, thresholds = list(cfg.eval.horizons), list(cfg.eval.correlation_thresholds)
+    started = time.perf_counter()
+    torch.manual_seed(cfg.seed)  # the corrected stages sample their residuals
+    if engine == "lightning":
+        results = lightning_metrics(model, loader, task_names, horizons, thresholds, device)
+    else:
+        results, _ = evaluate_model(model, loader, task_names, horizons, thresholds, 0, device)
     overall = results["all"]
-    summary = {
+    summary: dict[str, Any] = {
         "checkpoint": str(ckpt),
         "stage": cfg.stage,
         "data": list(data_files or cfg.data.test_files or cfg.data.train_files),
+        "engine": engine,
+        "eval_wall_s": time.perf_counter() - started,
         "metrics": results,
         "improvement_over_persistence": overall["persistence_onestep_nrmse"]
         / max(overall["onestep_nrmse"], 1e-12),
     }
     atomic_write_json(out_dir / "metrics.json", summary)
+    if not publish:
+        return summary
+    samples = (
+        samples_per_task(model, dm.windows("test", None), task_names, cfg.eval.plot_samples, device)
+        if cfg.eval.plot_samples
+        else []
+    )
     if samples:
         plot_predictions(samples, out_dir / "predictions.png")
-    return summary
+    context = context or RunContext.of_checkpoint(ckpt, cfg)
+    return summary | publish_evaluation(summary, cfg, out_dir, context, task_names, samples)
+
+
+def publish_evaluation(
+    summary: dict[str, Any],
+    cfg: PhysicsConfig,
+    out_dir: Path,
+    context: RunContext,
+    task_names: list[str],
+    samples: list[RolloutSample],
+) -> dict[str, Any]:
+    """Gates, leaderboard and champion, ``report.html`` and ``summary.json`` of one evaluation."""
+    metrics = judged_metrics(summary, context)
+    gates = check_gates(cfg.gates, metrics)
+    passed = not failed_gates(gates)
+    run_dir = (context.run_dir or out_dir).resolve()
+    board_path = Path(cfg.champion.leaderboard or run_dir.parent / "leaderboard.csv")
+    tasks = task_set(task_names)
+    decision = Leaderboard(board_path).submit(
+        {
+            "run": context.name,
+            "run_dir": str(run_dir),
+            "checkpoint": str(Path(summary["checkpoint"]).resolve()),
+            "stage": "+".join(context.stages),
+            "task_set": tasks,
+        },
+        {k: v for k, v in metrics.items() if math.isfinite(v)},
+        cfg.champion,
+        passed,
+    )
+    histories = {
+        stage: json.loads(path.read_text())
+        for stage, path in context.histories.items()
+        if path.is_file()
+    }
+    report = write_report(
+        out_dir / "report.html",
+        title=f"{context.name}: {' -> '.join(context.stages)}",
+        info={
+            "checkpoint": summary["checkpoint"],
+            "data": ", ".join(summary["data"]),
+            "task set": tasks,
+            "main metric": f"{cfg.champion.metric} ({cfg.champion.mode})",
+            "evaluation": f"{summary['engine']}, {summary['eval_wall_s']:.1f} s",
+        },
+        results=summary["metrics"],
+        samples=samples,
+        histories=histories,
+        gates=gates,
+        decision=decision,
+    )
+    verdict = {
+        "run": context.name,
+        "stages": context.stages,
+        "task_set": tasks,
+        "gates": [g.to_dict() for g in gates],
+        "gates_passed": passed,
+        "failed_gates": [g.name for g in gates if not g.passed],
+        **decision.to_dict(),
+        "main_metric": cfg.champion.metric,
+        "main_value": metrics.get(cfg.champion.metric),
+        "leaderboard": str(board_path),
+        "report": str(report),
+        "metrics_file": str(out_dir / "metrics.json"),
+    }
+    atomic_write_json(out_dir / "summary.json", verdict)
+    return verdict

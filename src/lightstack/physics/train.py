@@ -8,11 +8,11 @@ from pathlib import Path
 import lightning as L
 
 from lightstack.core.io import atomic_write_json
-from lightstack.core.run import prepare_run_dir
-from lightstack.core.trainer import build_trainer
+from lightstack.core.run import prepare_run_dir, resume_checkpoint
+from lightstack.core.trainer import timings, tune_and_fit
+from lightstack.physics import stages
 from lightstack.physics.config import PhysicsConfig
 from lightstack.physics.data.windows import PDEDataModule
-from lightstack.physics.stages.operator import OperatorStage
 
 DEFAULT_MONITOR = "val/nrmse"
 
@@ -35,25 +35,22 @@ def with_data_shapes(cfg: PhysicsConfig, dm: PDEDataModule) -> PhysicsConfig:
     return PhysicsConfig.model_validate(resolved.model_dump())
 
 
-def build_stage(cfg: PhysicsConfig, dm: PDEDataModule) -> OperatorStage:
-    if cfg.stage != "operator":
-        raise NotImplementedError(f"stage {cfg.stage!r} is not available yet")
-    stage = OperatorStage(cfg, dm.task_names)
-    stage.model.set_normalization(*dm.field_stats())
-    return stage
-
-
-def train(cfg: PhysicsConfig, run_dir: str | Path | None = None) -> TrainResult:
+def train(
+    cfg: PhysicsConfig, run_dir: str | Path | None = None, resume: str = "auto"
+) -> TrainResult:
+    """Train ``cfg.stage``; ``resume`` as in ``core.run.resume_checkpoint``."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = PDEDataModule(cfg.data, horizon=cfg.loss.rollout_horizon)
+    dm = stages.build_datamodule(cfg)
     cfg = with_data_shapes(cfg, dm)
     path = prepare_run_dir(cfg, run_dir, cfg.name)
-    stage = build_stage(cfg, dm)
-    trainer = build_trainer(cfg, path, DEFAULT_MONITOR)
-    trainer.fit(stage, datamodule=dm)
+    stage = stages.build_stage(cfg, dm)
+    trainer, cfg = tune_and_fit(
+        cfg, path, stage, dm, DEFAULT_MONITOR, ckpt_path=resume_checkpoint(path, resume)
+    )
     ckpt_cb = trainer.checkpoint_callback
     best = Path(ckpt_cb.best_model_path) if ckpt_cb and ckpt_cb.best_model_path else None
     last = Path(ckpt_cb.last_model_path) if ckpt_cb and ckpt_cb.last_model_path else None
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    atomic_write_json(path / "train_metrics.json", metrics)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()} | timings(trainer)
+    if trainer.is_global_zero:
+        atomic_write_json(path / "train_metrics.json", metrics)
     return TrainResult(path, best, last, metrics)

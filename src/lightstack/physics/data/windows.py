@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from lightstack.physics.config import PhysicsDataConfig
+from lightstack.physics.data.mixing import weighted_loader
 from lightstack.physics.data.pdebench import PDEBenchError, PDEBenchReader
 
 
@@ -117,6 +118,8 @@ class PDEDataModule(L.LightningDataModule):
             raise ValueError("data.train_files is empty: name at least one PDEBench HDF5 file")
         self.cfg = cfg
         self.horizon = horizon
+        # Training batch size; the batch-size tuner and OOM recovery change it between fits.
+        self.batch_size = cfg.loader.batch_size
         self.task_names = cfg.task_names or [Path(f).stem for f in cfg.train_files]
         self.readers = [self._reader(f) for f in cfg.train_files]
         self._check_compatible()
@@ -214,7 +217,7 @@ class PDEDataModule(L.LightningDataModule):
         workers = loader.num_workers
         return DataLoader(
             dataset,
-            batch_size=batch_size or loader.batch_size,
+            batch_size=batch_size or self.batch_size,
             shuffle=shuffle,
             num_workers=workers,
             pin_memory=loader.pin_memory,
@@ -224,7 +227,9 @@ class PDEDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.windows("train", self.horizon), shuffle=True)
+        weights = self.cfg.task_weights
+        loader = self._loader(self.windows("train", self.horizon), shuffle=weights is None)
+        return loader if weights is None else weighted_loader(loader, self.task_names, weights)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.windows("val", None), shuffle=False)

@@ -15,10 +15,12 @@ import torch
 from torchmetrics import MeanMetric
 
 from lightstack.core.checkpoints import META_KEY, make_metadata
+from lightstack.core.compile import maybe_compile
 from lightstack.core.config import to_dict
 from lightstack.core.optim import build_optimization
 from lightstack.physics.config import PhysicsConfig
 from lightstack.physics.eval.metrics import nrmse_per_sample
+from lightstack.physics.models.layers import Block, CrossBlock
 from lightstack.physics.models.surrogate import LatentSurrogate
 
 
@@ -38,8 +40,6 @@ class OperatorStage(L.LightningModule):
         self.cfg = cfg
         self.task_names = list(task_names)
         self.model = LatentSurrogate(cfg.model)
-        if cfg.model.compile:
-            self.model.compile(mode=cfg.model.compile_mode)
         self.val_metrics = torch.nn.ModuleDict(
             {name: MeanMetric() for name in self._val_metric_names()}
         )
@@ -47,10 +47,25 @@ class OperatorStage(L.LightningModule):
     def _val_metric_names(self) -> list[str]:
         return ["loss", "nrmse", "rollout_nrmse", *(f"{t}/nrmse" for t in self.task_names)]
 
+    def configure_model(self) -> None:
+        """Compile the transformer blocks once the world size is known (``model.compile``)."""
+        maybe_compile(
+            self.model,
+            self.cfg.model.compile,
+            self.cfg.model.compile_mode,
+            self.trainer.world_size,
+            self.cfg.training.force_compile_distributed,
+            regions={Block, CrossBlock},
+        )
+
+    def fsdp_wrap_modules(self) -> set[type[torch.nn.Module]]:
+        """The blocks FSDP shards (and checkpoints activations of) one by one."""
+        return {Block, CrossBlock}
+
     # --- training ----------------------------------------------------------------------------
     def _mse(self, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
-        std = self.model.std
-        return ((pred - true) / std).pow(2).mean()
+        """Mean squared error in normalised units, so channels of any magnitude count alike."""
+        return ((pred - true) / self.model.std).pow(2).mean()
 
     def _training_points(
         self, fields: torch.Tensor, grid: torch.Tensor

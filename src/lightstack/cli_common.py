@@ -1,0 +1,81 @@
+"""What every ``lightstack`` sub-command shares: option types, error reporting, config lookup."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+
+# Commands that accept dotted config overrides after their options.
+OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
+F = TypeVar("F", bound=Callable[..., Any])
+
+RunDir = Annotated[
+    Path | None,
+    typer.Option(help="Run directory (default: runs/<date>-<time>-<name>/)."),
+]
+ConfigPath = Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")]
+DataFiles = Annotated[
+    list[Path] | None, typer.Option("--data", help="Data file; repeat for several.")
+]
+Resume = Annotated[
+    str,
+    typer.Option(
+        help="auto (continue <run-dir>/checkpoints/last.ckpt if present), never, or a path."
+    ),
+]
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean bad input, reported as one message instead of a traceback."""
+    from lightstack.core.checkpoints import CheckpointError
+    from lightstack.core.config import ConfigError
+
+    return (ConfigError, CheckpointError, FileNotFoundError, PermissionError, ValueError)
+
+
+def reports_errors(func: F) -> F:
+    """Turn expected errors into one readable message and exit code 1 (no traceback).
+
+    Every domain error (``PDEBenchError``, ``AnnotationError``, ``ClipError``, ...) subclasses
+    ``ValueError``, so one clause covers them.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except expected_errors() as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(1) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def find_config(name: str) -> Path:
+    """A config shipped with lightstack: ``./configs/<name>`` or the source checkout's."""
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        candidate = root / "configs" / name
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"config {name} not found under ./configs or the lightstack checkout")
+
+
+DevicesPerNode = Annotated[int | None, typer.Option(help="GPUs per node (trainer.devices).")]
+NumNodes = Annotated[int | None, typer.Option(help="Nodes (trainer.num_nodes).")]
+AccumulateGradBatches = Annotated[
+    int | None, typer.Option(help="Micro-batches per optimizer step.")
+]
+SyncBatchnorm = Annotated[
+    bool | None, typer.Option("--sync-batchnorm/--no-sync-batchnorm", help="Sync BN across GPUs.")
+]
+TuneBatchSize = Annotated[
+    bool | None, typer.Option("--tune-batch-size", help="Find the largest batch size first.")
+]
+TuneLr = Annotated[bool | None, typer.Option("--tune-lr", help="Run the LR finder first.")]

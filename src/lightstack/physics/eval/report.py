@@ -1,0 +1,185 @@
+"""``report.html``: one self-contained page (figures embedded as base64 PNG) per evaluation.
+
+It shows the gates and the champion decision, a table of every metric per task, rollout error
+against horizon, predictions against truth for each task and the loss curves of every stage.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from lightstack.core.io import atomic_write_text
+from lightstack.physics.eval.gates import GateResult
+from lightstack.physics.eval.leaderboard import Decision
+from lightstack.physics.eval.plots import plot_predictions
+from lightstack.physics.eval.rollout import RolloutSample
+
+TEMPLATE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+.pass { color: #176b2c; font-weight: bold; } .fail { color: #b00020; font-weight: bold; }
+img { max-width: 100%; } .note { color: #666; }
+</style></head><body>
+<h1>{{ title }}</h1>
+<table>{% for key, value in info.items() %}<tr><th>{{ key }}</th><td>{{ value }}</td></tr>
+{% endfor %}</table>
+<h2>Gates</h2>
+{% if gates %}<table><tr><th>gate</th><th>value</th><th>min</th><th>max</th><th>result</th></tr>
+{% for g in gates %}<tr><td>{{ g.name }}</td><td>{{ fmt(g.value) }}</td><td>{{ fmt(g.min) }}</td>
+<td>{{ fmt(g.max) }}</td><td class="{{ 'pass' if g.passed else 'fail' }}">
+{{ 'passed' if g.passed else 'FAILED' }}</td></tr>{% endfor %}</table>
+{% else %}<p class="note">no gates configured</p>{% endif %}
+{% if decision %}<h2>Champion</h2>
+<p class="{{ 'pass' if decision.promoted else 'note' }}">
+{{ 'promoted to champion' if decision.promoted else 'not promoted' }}
+{% if decision.champion %} (compared with run {{ decision.champion.run }},
+{{ decision.champion.main_metric }} = {{ decision.champion.main_value }}){% endif %}</p>
+<ul>{% for r in decision.reasons %}<li>{{ r }}</li>{% endfor %}</ul>{% endif %}
+<h2>Metrics (test set, physical units)</h2>
+<table><tr><th>metric</th>{% for t in tasks %}<th>{{ t }}</th>{% endfor %}</tr>
+{% for m in metric_names %}<tr><td>{{ m }}</td>
+{% for t in tasks %}<td>{{ fmt(results[t].get(m)) }}</td>{% endfor %}</tr>{% endfor %}</table>
+{% for heading, png in figures %}<h2>{{ heading }}</h2>
+{% if png %}<img alt="{{ heading }}" src="data:image/png;base64,{{ png }}">
+{% else %}<p class="note">nothing to plot</p>{% endif %}{% endfor %}
+</body></html>
+"""
+
+HORIZON = re.compile(r"^rollout_nrmse@(\d+)$")
+LOSS_KEY = re.compile(r"^(train|val)/(loss|L_[A-Za-z0-9_]+?)(_epoch)?$")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4g}"
+
+
+def _png(fig: plt.Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def horizon_figure(results: dict[str, dict[str, float]]) -> str | None:
+    """nRMSE over the first ``h`` rollout steps against ``h``, model and persistence per task."""
+    if len(results) == 2:  # one task: "all" would repeat it
+        results = {k: v for k, v in results.items() if k != "all"}
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    plotted = False
+    for color, (task, values) in enumerate(results.items()):
+        points = sorted(
+            (int(m.group(1)), v, values.get(f"persistence_{key}"))
+            for key, v in values.items()
+            if (m := HORIZON.match(key))
+        )
+        if not points:
+            continue
+        plotted = True
+        steps, model, persistence = zip(*points, strict=True)
+        ax.plot(steps, model, "o-", color=f"C{color}", label=f"{task}: surrogate")
+        if all(p is not None for p in persistence):
+            ax.plot(steps, persistence, "x--", color=f"C{color}", label=f"{task}: persistence")
+    if not plotted:
+        plt.close(fig)
+        return None
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("rollout horizon (steps)")
+    ax.set_ylabel("nRMSE over the first h steps")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def loss_figure(histories: dict[str, list[dict[str, Any]]]) -> str | None:
+    """Epoch-level loss terms and validation nRMSE of each stage, one row per stage."""
+    stages = {s: rows for s, rows in histories.items() if rows}
+    if not stages:
+        return None
+    fig, axes = plt.subplots(len(stages), 2, figsize=(10, 3 * len(stages)), squeeze=False)
+    for (stage, rows), (loss_ax, val_ax) in zip(stages.items(), axes, strict=True):
+        series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        for row in rows:
+            for key, value in row.items():
+                if value is None or key.endswith("_step"):
+                    continue
+                if LOSS_KEY.match(key) or (key.startswith("val/") and key.endswith("nrmse")):
+                    series[key.removesuffix("_epoch")].append((row["epoch"], value))
+        for key, points in sorted(series.items()):
+            ax = val_ax if key.endswith("nrmse") else loss_ax
+            epochs, values = zip(*points, strict=True)
+            ax.plot(epochs, values, "o-", label=key, markersize=3)
+        for ax, label in ((loss_ax, "loss"), (val_ax, "validation nRMSE")):
+            ax.set_title(f"{stage}: {label}", fontsize=9)
+            ax.set_xlabel("epoch")
+            if ax.lines:
+                ax.set_yscale("log")
+                ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def prediction_figures(samples: list[RolloutSample]) -> list[tuple[str, str]]:
+    """One prediction-vs-truth figure per task, as (task, base64 PNG)."""
+    by_task: dict[str, list[RolloutSample]] = defaultdict(list)
+    for sample in samples:
+        by_task[sample.task].append(sample)
+    figures = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for task, group in by_task.items():
+            path = plot_predictions(group, Path(tmp) / f"{len(figures)}.png")
+            figures.append((task, base64.b64encode(path.read_bytes()).decode()))
+    return figures
+
+
+def write_report(
+    path: str | Path,
+    *,
+    title: str,
+    info: dict[str, str],
+    results: dict[str, dict[str, float]],
+    samples: list[RolloutSample],
+    histories: dict[str, list[dict[str, Any]]],
+    gates: list[GateResult],
+    decision: Decision | None,
+) -> Path:
+    """Render the report; every figure is embedded, so the file can be moved or mailed alone."""
+    tasks = list(results)
+    metric_names = list(dict.fromkeys(m for values in results.values() for m in values))
+    figures = [("Rollout error against horizon", horizon_figure(results))]
+    figures += [(f"Prediction vs truth: {task}", png) for task, png in prediction_figures(samples)]
+    figures.append(("Training curves", loss_figure(histories)))
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    html = env.from_string(TEMPLATE).render(
+        title=title,
+        info=info,
+        gates=gates,
+        decision=decision,
+        tasks=tasks,
+        metric_names=metric_names,
+        results=results,
+        figures=figures,
+        fmt=_fmt,
+    )
+    path = Path(path)
+    atomic_write_text(path, html)
+    return path

@@ -1,0 +1,410 @@
+"""``physics pipeline``: train the configured stages in order, then evaluate and judge the model.
+
+Each stage trains in ``run_dir/stages/<stage>/``; a stage that builds on another
+(``stages.REQUIRES``: diff_residual on operator, consistency_distill on diff_residual) starts
+from that stage's checkpoint (``init_from``). ``pipeline_state.json``, rewritten atomically,
+records every finished stage: its checkpoint, a fingerprint of its config and its metrics.
+Re-running the same command resumes at the first stage without a finished entry (its folder is
+wiped and it trains again, and so does every stage built on it); a finished stage whose config
+has since changed is an error rather than a silent mix of two configurations. After the
+stages, a quick evaluation on a few test trajectories checks the gates, so a bad model fails
+fast; then the full evaluation applies them again, updates the leaderboard and writes the
+report.
+
+Exit codes: 0 passed, 2 a stage failed, 3 a gate failed (1 is left to invalid input).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import OmegaConf
+
+from lightstack.core.config import to_dict, validate
+from lightstack.core.io import atomic_write_json
+from lightstack.core.run import prepare_run_dir
+from lightstack.physics.config import PhysicsConfig
+from lightstack.physics.eval.gates import check_gates
+from lightstack.physics.evaluate import (
+    ROLLOUT_STAGES,
+    RunContext,
+    evaluate_checkpoint,
+    judged_metrics,
+)
+from lightstack.physics.generation import generate_with_progress
+from lightstack.physics.stages import REQUIRES
+from lightstack.physics.train import train
+
+EXIT_OK, EXIT_STAGE_FAILED, EXIT_GATE_FAILED = 0, 2, 3
+STATE_FILE = "pipeline_state.json"
+WANDB_CONTEXT = "wandb_context.json"
+STATE_VERSION = 1
+# top-level fields that do not change what a stage learns: editing them never forces retraining
+UNTRAINED_FIELDS = ("name", "init_from", "gates", "champion", "pipeline", "eval", "logging")
+
+
+class PipelineError(ValueError):
+    """The pipeline cannot start or resume in this run directory."""
+
+
+@dataclass
+class PipelineResult:
+    run_dir: Path
+    exit_code: int
+    message: str
+    summary: dict[str, Any]
+
+
+def stage_config(cfg: PhysicsConfig, stage: str) -> PhysicsConfig:
+    """``cfg`` of one stage: its name and its ``stage_overrides``; ``init_from`` is set when it
+    trains (the pipeline decides which checkpoint each stage starts from)."""
+    data = to_dict(cfg) | {"stage": stage, "init_from": None}
+    overrides = cfg.pipeline.stage_overrides.get(stage, {})
+    merged = OmegaConf.merge(OmegaConf.create(data), OmegaConf.create(overrides))
+    return validate(
+        PhysicsConfig,
+        OmegaConf.to_container(merged),  # type: ignore[arg-type]
+        f"pipeline stage {stage} (pipeline.stage_overrides.{stage})",
+    )
+
+
+def check_order(cfg: PhysicsConfig) -> None:
+    """Every stage that starts from another one finds its checkpoint: an earlier stage of the
+    pipeline, or ``init_from`` when that stage is not part of it."""
+    stages = cfg.pipeline.stages
+    for index, stage in enumerate(stages):
+        required = REQUIRES.get(stage)
+        if required is None or (required not in stages and cfg.init_from):
+            continue
+        if required not in stages[:index]:
+            raise PipelineError(
+                f"pipeline.stages {stages}: stage {stage} starts from a {required} checkpoint; "
+                f"list {required} before it, or leave it out and set init_from"
+            )
+    if not any(s in ROLLOUT_STAGES for s in stages):
+        raise PipelineError(
+            f"pipeline.stages {stages}: nothing to evaluate; include one of {ROLLOUT_STAGES}"
+        )
+    if cfg.pipeline.eval_stage not in (None, *ROLLOUT_STAGES):
+        raise PipelineError(
+            f"pipeline.eval_stage {cfg.pipeline.eval_stage!r} has no rollout to evaluate; "
+            f"choose one of {ROLLOUT_STAGES}"
+        )
+
+
+def fingerprint(cfg: PhysicsConfig) -> str:
+    """Hash of the fields that change what a stage learns (see ``UNTRAINED_FIELDS``)."""
+    data = {k: v for k, v in to_dict(cfg).items() if k not in UNTRAINED_FIELDS}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def default_run_dir(cfg: PhysicsConfig, root: str | Path = "runs") -> Path:
+    """``runs/<name>-<hash>``: the same training config always finds the same folder.
+
+    That is what lets a re-run of the same command resume; a config that trains differently
+    gets a folder of its own.
+    """
+    stages = [fingerprint(stage_config(cfg, s)) for s in cfg.pipeline.stages]
+    digest = hashlib.sha256(json.dumps(stages).encode()).hexdigest()[:8]
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", cfg.name).strip("-") or "run"
+    return Path(root) / f"{safe}-{digest}"
+
+
+def with_generated_data(
+    cfg: PhysicsConfig, run_dir: Path, log: Callable[[str], None]
+) -> PhysicsConfig:
+    """A stage with a ``generate`` section and no ``data.train_files`` trains on generated data.
+
+    The file goes to ``run_dir/data/<hash of the section>/<equation>.h5`` once (atomically),
+    so a resumed run reuses it, two stages with different data sets do not collide and the
+    task keeps the equation's name.
+    """
+    gen = cfg.generate
+    if gen is None or cfg.data.train_files:
+        return cfg
+    digest = hashlib.sha256(json.dumps(to_dict(gen), sort_keys=True).encode()).hexdigest()[:8]
+    path = run_dir / "data" / digest / f"{gen.equation}.h5"
+    if not path.is_file():
+        log(f"generating {gen.samples} {gen.equation} samples into {path}")
+        generate_with_progress(gen.equation, path, gen.samples, gen.seed, dict(gen.params))
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"train_files": [str(path)]})})
+
+
+# --- state and environment ---------------------------------------------------------------------
+def load_state(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / STATE_FILE
+    if not path.is_file():
+        return {"version": STATE_VERSION, "stages": {}}
+    try:
+        state = json.loads(path.read_text())
+    except ValueError as exc:
+        raise PipelineError(f"{path} is not valid JSON ({exc}); remove it to start over") from exc
+    if state.get("version") != STATE_VERSION or not isinstance(state.get("stages"), dict):
+        raise PipelineError(
+            f"{path}: expected version {STATE_VERSION} with a 'stages' mapping; remove it to "
+            "start over"
+        )
+    return state
+
+
+def save_state(run_dir: Path, state: dict[str, Any]) -> None:
+    atomic_write_json(run_dir / STATE_FILE, state)
+
+
+def wandb_environment(cfg: PhysicsConfig, run_dir: Path) -> dict[str, str]:
+    """Environment that makes every stage log into one W&B run (``wandb_context.json``).
+
+    Created once per run directory and reused on resume, so a resumed pipeline keeps logging
+    into the same run; empty when W&B is not among the loggers.
+    """
+    if "wandb" not in cfg.logging.loggers:
+        return {}
+    path = run_dir / WANDB_CONTEXT
+    if path.is_file():
+        return {str(k): str(v) for k, v in json.loads(path.read_text()).items()}
+    env = {
+        "WANDB_RUN_ID": uuid.uuid4().hex[:16],
+        "WANDB_RESUME": "allow",
+        "WANDB_PROJECT": cfg.logging.wandb_project,
+        "WANDB_NAME": cfg.name,
+    }
+    if cfg.logging.wandb_offline:
+        env["WANDB_MODE"] = "offline"
+    atomic_write_json(path, env)
+    return env
+
+
+@contextlib.contextmanager
+def environment(env: dict[str, str]) -> Iterator[None]:
+    """Set ``env`` for the duration of the block, then restore what was there."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+# --- the pipeline ------------------------------------------------------------------------------
+class _Run:
+    """One invocation of the pipeline in one run directory (holding its lock).
+
+    Under DDP Lightning starts the same command once per extra process; those processes
+    (rank > 0) join each stage's training but never write, delete or evaluate anything.
+    """
+
+    def __init__(self, cfg: PhysicsConfig, run_dir: Path, log: Callable[[str], None]):
+        self.rank = rank_zero_only.rank
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.log = log
+        self.stages = list(cfg.pipeline.stages)
+        self.state = load_state(run_dir)
+        self.summary: dict[str, Any] = {"run": cfg.name, "run_dir": str(run_dir), "stages": {}}
+
+    def finish(self, code: int, message: str) -> PipelineResult:
+        status = {EXIT_OK: "passed", EXIT_STAGE_FAILED: "stage_failed"}.get(code, "gates_failed")
+        self.summary |= {"status": status, "exit_code": code, "message": message}
+        if self.rank == 0:
+            atomic_write_json(self.run_dir / "summary.json", self.summary)
+            self.log(message)
+        return PipelineResult(self.run_dir, code, message, self.summary)
+
+    def _save(self) -> None:
+        if self.rank == 0:
+            save_state(self.run_dir, self.state)
+
+    def _finished(self, stage: str) -> bool:
+        entry = self.state["stages"].get(stage)
+        return bool(entry) and (self.run_dir / entry["checkpoint"]).is_file()
+
+    def _start_from(self, stage: str) -> Path | None:
+        """The checkpoint ``stage`` starts from (see ``check_order``)."""
+        required = REQUIRES.get(stage)
+        if required is None:
+            return None
+        if required in self.stages:
+            return self.run_dir / self.state["stages"][required]["checkpoint"]
+        return Path(self.cfg.init_from) if self.cfg.init_from else None
+
+    def _dependents(self, stage: str) -> list[str]:
+        """``stage`` and every stage of the pipeline that starts from it, directly or not."""
+        chain = [stage]
+        for other in self.stages:
+            if REQUIRES.get(other) in chain and other not in chain:
+                chain.append(other)
+        return chain
+
+    def train_stages(self) -> PipelineResult | None:
+        """Train what is not finished yet; a result only when a stage failed."""
+        check_order(self.cfg)
+        configs = {s: stage_config(self.cfg, s) for s in self.stages}  # every error first
+        configs = {s: with_generated_data(c, self.run_dir, self.log) for s, c in configs.items()}
+        env = wandb_environment(self.cfg, self.run_dir)
+        for stage in self.stages:
+            expected = fingerprint(configs[stage])
+            if self._finished(stage):
+                entry = self.state["stages"][stage]
+                if entry["fingerprint"] != expected:
+                    raise PipelineError(
+                        f"stage {stage} in {self.run_dir} finished with a different "
+                        "configuration; use a new --run-dir (or restore the config) instead of "
+                        "mixing two configurations in one run"
+                    )
+                self.summary["stages"][stage] = entry | {"resumed": True}
+                self.log(f"stage {stage}: finished earlier, reusing {entry['checkpoint']}")
+                continue
+            for stale in self._dependents(stage):  # they started from what is retrained now
+                self.state["stages"].pop(stale, None)
+            self._save()
+            start = self._start_from(stage)
+            cfg = configs[stage].model_copy(update={"init_from": str(start) if start else None})
+            failure = self._train(stage, cfg, expected, env)
+            if failure is not None:
+                return failure
+        return None
+
+    def _train(
+        self, stage: str, cfg: PhysicsConfig, expected: str, env: dict[str, str]
+    ) -> PipelineResult | None:
+        stage_dir = self.run_dir / "stages" / stage
+        if stage_dir.exists() and self.rank == 0:
+            shutil.rmtree(stage_dir)
+        self.log(f"stage {stage}: training in {stage_dir}")
+        started = time.perf_counter()
+        try:
+            with environment(env):
+                result = train(cfg, stage_dir)
+            checkpoint = result.best_checkpoint or result.last_checkpoint
+            if checkpoint is None or not checkpoint.is_file():
+                raise RuntimeError("training wrote no checkpoint")
+            bad = sorted(k for k, v in result.metrics.items() if not math.isfinite(v))
+            if bad:
+                raise RuntimeError(f"metrics {bad} are not finite")
+        except Exception as exc:
+            if self.rank == 0:
+                stage_dir.mkdir(parents=True, exist_ok=True)
+                (stage_dir / "error.txt").write_text(traceback.format_exc())
+            self.state["failed"] = {"stage": stage, "error": f"{type(exc).__name__}: {exc}"}
+            self._save()
+            self.summary |= {"failed_stage": stage, "error": self.state["failed"]["error"]}
+            return self.finish(
+                EXIT_STAGE_FAILED,
+                f"stage {stage} failed: {type(exc).__name__}: {exc} "
+                f"(traceback: {stage_dir / 'error.txt'})",
+            )
+        entry = {
+            "checkpoint": str(checkpoint.resolve().relative_to(self.run_dir.resolve())),
+            "fingerprint": expected,
+            "wall_s": time.perf_counter() - started,
+            "finished_at": dt.datetime.now().isoformat(timespec="seconds"),
+            "metrics": result.metrics,
+        }
+        self.state["stages"][stage] = entry
+        self.state.pop("failed", None)
+        self._save()
+        self.summary["stages"][stage] = entry | {"resumed": False}
+        return None
+
+    def context(self) -> RunContext:
+        entries = [self.state["stages"][s] for s in self.stages]
+        metrics: dict[str, float] = {}
+        for entry in entries:  # later stages win: the gates judge the final model
+            metrics.update(entry["metrics"])
+        return RunContext(
+            name=self.cfg.name,
+            stages=self.stages,
+            run_dir=self.run_dir,
+            train_metrics=metrics,
+            histories={s: self.run_dir / "stages" / s / "history.json" for s in self.stages},
+            train_wall_s=sum(e["wall_s"] for e in entries),
+        )
+
+    def evaluate(self) -> PipelineResult:
+        if self.rank != 0:
+            return PipelineResult(self.run_dir, EXIT_OK, f"rank {self.rank}: stages done", {})
+        rollout_stages = [s for s in self.stages if s in ROLLOUT_STAGES]
+        stage = self.cfg.pipeline.eval_stage or rollout_stages[-1]
+        checkpoint = self.run_dir / self.state["stages"][stage]["checkpoint"]
+        context = self.context()
+        n = self.cfg.pipeline.small_eval_trajectories
+        self.log(f"quick evaluation of {stage} on {n} test trajectories")
+        small = evaluate_checkpoint(
+            checkpoint,
+            self.run_dir / "eval_small",
+            settings=self.cfg,
+            max_trajectories=n,
+            context=context,
+            publish=False,
+        )
+        gates = [g.to_dict() for g in check_gates(self.cfg.gates, judged_metrics(small, context))]
+        self.summary["small_eval"] = {
+            "trajectories": small["metrics"]["all"]["trajectories"],
+            "gates": gates,
+        }
+        if not all(g["passed"] for g in gates):
+            return self.finish(EXIT_GATE_FAILED, _gate_message("quick evaluation", gates))
+        self.log(f"full evaluation of {stage}")
+        full = evaluate_checkpoint(
+            checkpoint, self.run_dir / "eval", settings=self.cfg, context=context
+        )
+        self.summary["eval"] = {k: v for k, v in full.items() if k != "metrics"}
+        self.summary["metrics"] = full["metrics"]["all"]
+        if not full["gates_passed"]:
+            return self.finish(EXIT_GATE_FAILED, _gate_message("full evaluation", full["gates"]))
+        verdict = "promoted to champion" if full["promoted"] else "not promoted"
+        return self.finish(EXIT_OK, f"pipeline passed ({verdict}); report: {full['report']}")
+
+
+def _gate_message(where: str, gates: list[dict[str, Any]]) -> str:
+    failed = [g for g in gates if not g["passed"]]
+    return f"{len(failed)} gate(s) failed in the {where}: " + "; ".join(
+        str(g["message"]) for g in failed
+    )
+
+
+def run_pipeline(
+    cfg: PhysicsConfig,
+    run_dir: str | Path | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> PipelineResult:
+    """Train, evaluate and judge; never raises for a failed stage or gate (see the exit code)."""
+    path = prepare_run_dir(cfg, run_dir, cfg.name)
+    # DDP processes of rank > 0 (started by rank 0 during a stage) run under rank 0's lock
+    guard = _exclusive(path) if rank_zero_only.rank == 0 else contextlib.nullcontext()
+    with guard:
+        run = _Run(cfg, path, log)
+        return run.train_stages() or run.evaluate()
+
+
+@contextlib.contextmanager
+def _exclusive(run_dir: Path) -> Iterator[None]:
+    lock = FileLock(str(run_dir / ".pipeline.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout as exc:
+        raise PipelineError(f"another pipeline is running in {run_dir}") from exc
+    try:
+        yield
+    finally:
+        lock.release()
