@@ -11,7 +11,6 @@ from pydantic import BaseModel
 
 from lightstack.core.config import save_config
 
-
 RUN_DIR_ENV = "LIGHTSTACK_RUN_DIR"
 
 
