@@ -1,0 +1,218 @@
+"""Stage ``diff_residual``: a latent diffusion model of the frozen operator's one-step error.
+
+Training pairs are consecutive snapshots, teacher-forced: the frozen surrogate gives the
+operator's latent prediction ``step(encode(u_t))`` and the target ``encode(u_{t+1})``; their
+difference, divided by its per-channel RMS, is the clean sample of a conditional DDPM whose
+network sees the latent before the step and the operator's prediction. Validation samples the
+residual with the configured sampler and reports nRMSE in physical space of the corrected
+one-step prediction (``val/nrmse``) and rollout (``val/rollout_nrmse``), beside the operator
+alone (``val/operator_nrmse``, ``val/operator_rollout_nrmse``).
+
+The correction moves a latent towards ``encode(u_{t+1})``, so one-step accuracy is bounded by
+the autoencoder's reconstruction error; its gain is in rollouts, which it keeps on the
+encoder's manifold.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+from torchmetrics import MeanMetric
+
+from lightstack.core.checkpoints import META_KEY, make_metadata
+from lightstack.core.config import to_dict
+from lightstack.core.optim import build_optimization
+from lightstack.physics.config import PhysicsConfig
+from lightstack.physics.data.windows import PDEDataModule
+from lightstack.physics.eval.metrics import nrmse_per_sample
+from lightstack.physics.models.diffusion import DiffusionResidual, LatentCorrector
+from lightstack.physics.stages.handoff import StageCheckpoint
+
+
+class CorrectorStage(L.LightningModule):
+    """What ``diff_residual`` and ``consistency_distill`` share: a frozen surrogate inside a
+    corrector, the trainable ``model.denoiser``, and corrected-vs-operator validation."""
+
+    stage: str
+    requires: str
+
+    def __init__(self, cfg: PhysicsConfig, task_names: list[str]):
+        super().__init__()
+        self.cfg = cfg
+        self.task_names = list(task_names)
+        self.model = self.build_model(cfg)
+        self.model.surrogate.requires_grad_(False).eval()
+        self.val_metrics = torch.nn.ModuleDict(
+            {name: MeanMetric() for name in self._val_metric_names()}
+        )
+        self._generator: torch.Generator | None = None
+
+    def build_model(self, cfg: PhysicsConfig) -> LatentCorrector:
+        raise NotImplementedError
+
+    @property
+    def sample_steps(self) -> int:
+        """Network evaluations per latent step used in validation."""
+        raise NotImplementedError
+
+    def _val_metric_names(self) -> list[str]:
+        return [
+            "nrmse",
+            "rollout_nrmse",
+            "operator_nrmse",
+            "operator_rollout_nrmse",
+            *(f"{t}/nrmse" for t in self.task_names),
+        ]
+
+    def train(self, mode: bool = True) -> CorrectorStage:
+        """Frozen parts stay in eval mode (no dropout) even when the whole module is set to
+        train mode; Lightning keeps each submodule's mode otherwise."""
+        super().train(mode)
+        self.model.surrogate.eval()
+        return self
+
+    def clean_residuals(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Scaled residuals (the clean diffusion samples), denoiser context, conditioning."""
+        with torch.no_grad():
+            tokens, z_pred, z_true, cond = self.model.latent_pairs(
+                batch["fields"], batch["grid"], batch["dt"], batch["params"]
+            )
+            return self.model.scale(z_true - z_pred), tokens, cond
+
+    # --- validation / test -------------------------------------------------------------------
+    def evaluate_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-sample nRMSE of whole trajectories, corrected and operator alone."""
+        fields, grid, dt, params = batch["fields"], batch["grid"], batch["dt"], batch["params"]
+        b, t = fields.shape[:2]
+        surrogate = self.model.surrogate
+        inputs = fields[:, :-1].flatten(0, 1)
+        grids = grid.repeat_interleave(t - 1, dim=0)
+        dts = dt.repeat_interleave(t - 1)
+        ps = params.repeat_interleave(t - 1, dim=0)
+        target = fields[:, 1:]
+        z_in = surrogate.encode(inputs, grids)
+        z_pred = surrogate.step(z_in, dts, ps)
+        z_corr = self.model.correct(
+            z_in, z_pred, self.model.conditioning(dts, ps), self.sample_steps, self._generator
+        )
+        rollout = self.model.rollout(
+            fields[:, 0], grid, dt, params, t - 1, self.sample_steps, self._generator
+        )
+
+        def onestep(z: torch.Tensor) -> torch.Tensor:
+            pred = surrogate.decode_grid(z, grids).view_as(target)
+            return nrmse_per_sample(pred.flatten(0, 1), target.flatten(0, 1)).view(b, -1).mean(1)
+
+        return {
+            "nrmse": onestep(z_corr),
+            "rollout_nrmse": nrmse_per_sample(rollout, target),
+            "operator_nrmse": onestep(z_pred),
+            "operator_rollout_nrmse": nrmse_per_sample(
+                surrogate.rollout(fields[:, 0], grid, dt, params, t - 1), target
+            ),
+        }
+
+    def _new_generator(self) -> None:
+        """Fixed sampling noise, so validation epochs are compared on the same draws."""
+        self._generator = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
+
+    def on_validation_epoch_start(self) -> None:
+        self._new_generator()
+
+    def on_test_epoch_start(self) -> None:
+        self._new_generator()
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._update_metrics(batch)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._update_metrics(batch)
+
+    def _update_metrics(self, batch: dict[str, torch.Tensor]) -> None:
+        values = self.evaluate_batch(batch)
+        for name, per_sample in values.items():
+            self.val_metrics[name].update(per_sample)
+        for index, task in enumerate(self.task_names):
+            mask = batch["task"] == index
+            if mask.any():
+                self.val_metrics[f"{task}/nrmse"].update(values["nrmse"][mask])
+
+    def _log_metrics(self, prefix: str) -> None:
+        for name, metric in self.val_metrics.items():
+            if metric.update_count:
+                self.log(f"{prefix}/{name}", metric.compute(), prog_bar=name == "nrmse")
+            metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    # --- optimisation and checkpoints --------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        return build_optimization(
+            self.cfg.optimizer, self.model.denoiser, int(self.trainer.estimated_stepping_batches)
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        meta = make_metadata("physics", self.stage, to_dict(self.cfg), self.model)
+        meta["tasks"] = self.task_names
+        checkpoint[META_KEY] = meta
+
+
+@torch.no_grad()
+def residual_rms(model: LatentCorrector, dm: PDEDataModule, batches: int) -> torch.Tensor:
+    """Per-channel RMS (W,) of the operator's latent residual over random training pairs."""
+    loader = DataLoader(
+        dm.windows("train", 1),
+        batch_size=dm.cfg.loader.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
+    total, count = 0.0, 0
+    for i, batch in enumerate(loader):
+        if i == batches:
+            break
+        _, z_pred, z_true, _ = model.latent_pairs(
+            batch["fields"], batch["grid"], batch["dt"], batch["params"]
+        )
+        residual = (z_true - z_pred).flatten(0, 1)
+        total = total + residual.double().pow(2).sum(dim=0)
+        count += residual.shape[0]
+    if not count:
+        raise ValueError("no training pairs to estimate the residual scale from")
+    return (total / count).sqrt().float().clamp_min(1e-8)
+
+
+class DiffResidualStage(CorrectorStage):
+    stage = "diff_residual"
+    requires = "operator"
+
+    def build_model(self, cfg: PhysicsConfig) -> DiffusionResidual:
+        return DiffusionResidual(cfg.model, cfg.diffusion)
+
+    @property
+    def sample_steps(self) -> int:
+        return self.cfg.diffusion.steps
+
+    @classmethod
+    def from_datamodule(
+        cls, cfg: PhysicsConfig, dm: PDEDataModule, parent: StageCheckpoint
+    ) -> DiffResidualStage:
+        """Load the operator into the frozen surrogate and measure the residual scale."""
+        stage = cls(cfg, dm.task_names)
+        parent.load_into(stage.model.surrogate)
+        stage.model.residual_std.copy_(residual_rms(stage.model, dm, cfg.diffusion.stats_batches))
+        return stage
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x0, tokens, cond = self.clean_residuals(batch)
+        loss = self.model.denoising_loss(x0, tokens, cond)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        return loss

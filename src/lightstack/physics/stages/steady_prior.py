@@ -1,0 +1,160 @@
+"""Stage ``steady_prior``: learn coefficient field -> steady solution (PDEBench 2D Darcy).
+
+The loss is the mean squared error of the solution in normalised units at all grid points (or
+``steady.query_points`` random ones); validation reports PDEBench nRMSE in physical units as
+``val/nrmse``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+from torchmetrics import MeanMetric
+
+from lightstack.core.checkpoints import (
+    META_KEY,
+    CheckpointError,
+    checkpoint_metadata,
+    load_checkpoint,
+    load_into,
+    make_metadata,
+)
+from lightstack.core.config import to_dict
+from lightstack.core.optim import build_optimization
+from lightstack.physics.config import PhysicsConfig
+from lightstack.physics.data.steady import SteadyDataModule
+from lightstack.physics.eval import metrics as M
+from lightstack.physics.models.steady import SteadyPrior
+
+
+class SteadyPriorStage(L.LightningModule):
+    stage = "steady_prior"
+    requires = None
+
+    def __init__(self, cfg: PhysicsConfig, task_names: list[str]):
+        super().__init__()
+        self.cfg = cfg
+        self.task_names = list(task_names)
+        self.model = SteadyPrior(cfg.model, cfg.steady)
+        self.val_metrics = torch.nn.ModuleDict(
+            {
+                name: MeanMetric()
+                for name in ["loss", "nrmse", *(f"{t}/nrmse" for t in self.task_names)]
+            }
+        )
+
+    @classmethod
+    def from_datamodule(
+        cls, cfg: PhysicsConfig, dm: SteadyDataModule, parent: None = None
+    ) -> SteadyPriorStage:
+        stage = cls(cfg, dm.task_names)
+        stage.model.set_normalization(dm.coefficient_stats(), dm.field_stats())
+        return stage
+
+    def _mse(self, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+        return ((pred - true) / self.model.std).pow(2).mean()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        grid = batch["grid"]
+        coords, truth = grid.flatten(1, -2), batch["solution"].flatten(1, -2)
+        n = self.cfg.steady.query_points
+        if n is not None and n < coords.shape[1]:
+            index = torch.randperm(coords.shape[1], device=coords.device)[:n]
+            coords, truth = coords[:, index], truth[:, index]
+        z = self.model.map(self.model.encode(batch["coefficient"], grid), batch["params"])
+        loss = self._mse(self.model.decode(z, coords, self.model.token_centres(grid)), truth)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        return loss
+
+    def evaluate_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        pred = self.model(batch["coefficient"], batch["grid"], batch["params"])
+        true = batch["solution"]
+        per_sample_mse = ((pred - true) / self.model.std).pow(2).flatten(1).mean(dim=1)
+        return {"loss": per_sample_mse, "nrmse": M.nrmse_per_sample(pred, true)}
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._update_metrics(batch)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._update_metrics(batch)
+
+    def _update_metrics(self, batch: dict[str, torch.Tensor]) -> None:
+        values = self.evaluate_batch(batch)
+        for name, per_sample in values.items():
+            self.val_metrics[name].update(per_sample)
+        for index, task in enumerate(self.task_names):
+            mask = batch["task"] == index
+            if mask.any():
+                self.val_metrics[f"{task}/nrmse"].update(values["nrmse"][mask])
+
+    def _log_metrics(self, prefix: str) -> None:
+        for name, metric in self.val_metrics.items():
+            if metric.update_count:
+                self.log(f"{prefix}/{name}", metric.compute(), prog_bar=name == "nrmse")
+            metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return build_optimization(
+            self.cfg.optimizer, self.model, int(self.trainer.estimated_stepping_batches)
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        meta = make_metadata("physics", self.stage, to_dict(self.cfg), self.model)
+        meta["tasks"] = self.task_names
+        checkpoint[META_KEY] = meta
+
+
+def load_steady_prior(path: str | Path) -> tuple[SteadyPrior, PhysicsConfig, list[str]]:
+    """The plain ``SteadyPrior`` of a ``steady_prior`` checkpoint, its config and task names."""
+    ckpt = load_checkpoint(path)
+    meta = checkpoint_metadata(ckpt, path, "physics")
+    if meta.get("stage") != "steady_prior":
+        raise CheckpointError(f"{path} is a {meta.get('stage')!r} checkpoint, not 'steady_prior'")
+    cfg = PhysicsConfig.model_validate(meta["config"])
+    model = load_into(SteadyPrior(cfg.model, cfg.steady), ckpt, path)
+    return model.eval(), cfg, list(meta.get("tasks", []))
+
+
+@torch.no_grad()
+def evaluate_steady(
+    model: SteadyPrior,
+    loader: DataLoader,
+    task_names: list[str],
+    device: torch.device | str = "cpu",
+) -> dict[str, dict[str, float]]:
+    """nRMSE, RMSE and max error of the solution per task (and ``"all"``), physical units."""
+    model = model.to(device).eval()
+    sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        pred = model(batch["coefficient"], batch["grid"], batch["params"])
+        true = batch["solution"]
+        values = {
+            "nrmse": M.nrmse_per_sample(pred, true),
+            "rmse": M.rmse_per_sample(pred, true),
+            "max_error": M.max_error_per_sample(pred, true),
+        }
+        groups = {"all": torch.ones_like(batch["task"], dtype=torch.bool)}
+        groups |= {name: batch["task"] == i for i, name in enumerate(task_names)}
+        for group, mask in groups.items():
+            if mask.any():
+                for name, per_sample in values.items():
+                    sums[group][name] += float(per_sample[mask].double().sum())
+                sums[group]["samples"] += int(mask.sum())
+    if not sums:
+        raise ValueError("evaluation data set is empty: no steady samples to evaluate")
+    return {
+        group: {k: (v if k == "samples" else v / acc["samples"]) for k, v in acc.items()}
+        for group, acc in sums.items()
+    }
