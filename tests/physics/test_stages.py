@@ -278,3 +278,22 @@ def test_steady_data_needs_darcy_files(tiny_config, darcy_file):
         build_stage(with_data_shapes(cfg, dm), dm)
     item = build_datamodule(cfg).windows("train", None)[0]
     assert item["coefficient"].shape == (8, 8, 1) and item["solution"].shape == (8, 8, 1)
+
+
+def test_eval_command_handles_a_steady_checkpoint(tiny_config, darcy_file, tmp_path):
+    from lightstack.physics.evaluate import evaluate_checkpoint
+
+    cfg = tiny_config(
+        "stage=steady_prior",
+        "data.reduced_resolution=1",
+        "trainer.max_epochs=1",
+        "steady.depth=1",
+        files=[darcy_file],
+    )
+    result = train(cfg, tmp_path / "run")
+    summary = evaluate_checkpoint(result.best_checkpoint, tmp_path / "eval")
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert written["stage"] == "steady_prior"
+    assert 0 < written["metrics"]["all"]["nrmse"] == summary["metrics"]["all"]["nrmse"]
+    assert (tmp_path / "eval" / "summary.json").is_file()
+    assert (tmp_path / "eval" / "report.html").stat().st_size > 500

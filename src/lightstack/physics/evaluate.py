@@ -26,6 +26,7 @@ from lightstack.core.checkpoints import checkpoint_metadata, load_checkpoint, lo
 from lightstack.core.config import merge_overrides, to_dict, validate
 from lightstack.core.io import atomic_write_json
 from lightstack.physics.config import PhysicsConfig
+from lightstack.physics.data.steady import SteadyDataModule
 from lightstack.physics.data.windows import PDEDataModule
 from lightstack.physics.eval.gates import check_gates, failed_gates, gate_metrics
 from lightstack.physics.eval.leaderboard import Leaderboard, task_set
@@ -33,6 +34,7 @@ from lightstack.physics.eval.plots import plot_predictions
 from lightstack.physics.eval.report import write_report
 from lightstack.physics.eval.rollout import RolloutSample, evaluate_model, trajectory_metrics
 from lightstack.physics.models.surrogate import LatentSurrogate
+from lightstack.physics.stages.steady_prior import evaluate_steady, load_steady_prior
 
 Engine = Literal["torch", "lightning"]
 ROLLOUT_STAGES = ("operator", "diff_residual", "consistency_distill")
@@ -187,7 +189,8 @@ def judged_metrics(summary: dict[str, Any], context: RunContext) -> dict[str, fl
     one-step improvement over persistence."""
     metrics = gate_metrics(summary["metrics"], context.train_metrics)
     metrics["eval_wall_s"] = summary["eval_wall_s"]
-    metrics["improvement_over_persistence"] = summary["improvement_over_persistence"]
+    if "improvement_over_persistence" in summary:
+        metrics["improvement_over_persistence"] = summary["improvement_over_persistence"]
     if context.train_wall_s is not None:
         metrics["train_wall_s"] = context.train_wall_s
     return metrics
@@ -219,6 +222,10 @@ def evaluate_checkpoint(
     if engine not in ("torch", "lightning"):
         raise ValueError(f"evaluation engine {engine!r}: expected 'torch' or 'lightning'")
     out_dir = Path(out_dir)
+    if checkpoint_stage(ckpt) == "steady_prior":
+        return evaluate_steady_checkpoint(
+            ckpt, out_dir, data_files, device, overrides=overrides, publish=publish
+        )
     model, cfg, tasks = load_predictor(ckpt)
     if settings is not None:
         cfg = cfg.model_copy(
@@ -270,6 +277,46 @@ def evaluate_checkpoint(
         plot_predictions(samples, out_dir / "predictions.png")
     context = context or RunContext.of_checkpoint(ckpt, cfg)
     return summary | publish_evaluation(summary, cfg, out_dir, context, task_names, samples)
+
+
+def checkpoint_stage(path: str | Path) -> str:
+    return checkpoint_metadata(load_checkpoint(path), path, "physics")["stage"]
+
+
+def evaluate_steady_checkpoint(
+    ckpt: str | Path,
+    out_dir: Path,
+    data_files: list[str] | None = None,
+    device: str = "cpu",
+    *,
+    overrides: list[str] | None = None,
+    publish: bool = True,
+) -> dict[str, Any]:
+    """``evaluate_checkpoint`` for a ``steady_prior``: solution nRMSE, RMSE and max error."""
+    model, cfg, tasks = load_steady_prior(ckpt)
+    if overrides:
+        cfg = validate(
+            PhysicsConfig, merge_overrides(to_dict(cfg), overrides, str(ckpt)), str(ckpt)
+        )
+    data = cfg.data.model_copy(update={"test_files": list(data_files)}) if data_files else cfg.data
+    dm = SteadyDataModule(data)
+    task_names = tasks or dm.task_names
+    loader = DataLoader(dm.windows("test", None), batch_size=cfg.eval.batch_size, shuffle=False)
+    started = time.perf_counter()
+    results = evaluate_steady(model, loader, task_names, device)
+    summary: dict[str, Any] = {
+        "checkpoint": str(ckpt),
+        "stage": cfg.stage,
+        "data": list(data_files or cfg.data.test_files or cfg.data.train_files),
+        "engine": "torch",
+        "eval_wall_s": time.perf_counter() - started,
+        "metrics": results,
+    }
+    atomic_write_json(out_dir / "metrics.json", summary)
+    if not publish:
+        return summary
+    context = RunContext.of_checkpoint(ckpt, cfg)
+    return summary | publish_evaluation(summary, cfg, out_dir, context, task_names, [])
 
 
 def publish_evaluation(
