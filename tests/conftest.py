@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def restore_environment():
+    """Undo what a test's in-process distributed run leaves in ``os.environ``.
+
+    Lightning's spawn launcher sets ``MASTER_PORT``, ``WORLD_SIZE`` and friends in the test
+    process; a later test's subprocess that inherits them would wait for peers that never come.
+    """
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")

@@ -37,14 +37,14 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     from lightstack.core.checkpoints import CheckpointError
     from lightstack.core.config import ConfigError
 
-    return (ConfigError, CheckpointError, FileNotFoundError, PermissionError, ValueError)
+    return (ConfigError, CheckpointError, OSError, ValueError)
 
 
 def reports_errors(func: F) -> F:
     """Turn expected errors into one readable message and exit code 1 (no traceback).
 
     Every domain error (``PDEBenchError``, ``AnnotationError``, ``ClipError``, ...) subclasses
-    ``ValueError``, so one clause covers them.
+    ``ValueError``; ``OSError`` covers missing files, full disks and unwritable directories.
     """
 
     @functools.wraps(func)

@@ -55,7 +55,8 @@ def main(data: str, out: str, devices: int, batch: int) -> None:
     from lightstack.core.trainer import build_trainer
     from lightstack.physics.config import PhysicsConfig
     from lightstack.physics.data.windows import PDEDataModule
-    from lightstack.physics.train import build_stage, with_data_shapes
+    from lightstack.physics.stages import build_stage
+    from lightstack.physics.train import with_data_shapes
 
     torch.set_num_threads(1)
 

@@ -1,10 +1,11 @@
 import json
 
+import lightning as L
 import pytest
 import torch
 from torch.utils.data import WeightedRandomSampler
 
-from lightstack.physics.data.mixing import task_sampler
+from lightstack.physics.data.mixing import window_weights
 from lightstack.physics.data.windows import PDEDataModule
 
 torch.set_num_threads(1)
@@ -32,10 +33,10 @@ def task_shares(dm, sampler, draws):
 
 def test_weights_set_each_tasks_share_of_draws(tiny_config, burgers_file):
     dm = two_task_datamodule(tiny_config, burgers_file, "data.task_weights={big: 1, small: 3}")
+    L.seed_everything(0)
     loader = dm.train_dataloader()
-    assert isinstance(loader.sampler, WeightedRandomSampler)
-    assert loader.sampler.num_samples == len(loader.dataset)
-    torch.manual_seed(0)
+    assert loader.sampler.weights is not None
+    assert len(list(loader.sampler)) == len(loader.dataset)
     shares = task_shares(dm, loader.sampler, draws=len(loader.dataset))
     assert shares[1] == pytest.approx(0.75, abs=0.06)
     batch = next(iter(loader))
@@ -44,12 +45,17 @@ def test_weights_set_each_tasks_share_of_draws(tiny_config, burgers_file):
 
 def test_without_weights_the_loader_shuffles(tiny_config, burgers_file):
     dm = two_task_datamodule(tiny_config, burgers_file)
-    assert isinstance(dm.train_dataloader().sampler, torch.utils.data.RandomSampler)
+    L.seed_everything(0)
+    sampler = dm.train_dataloader().sampler
+    assert sampler.shuffle and sampler.weights is None
+    order = list(sampler)
+    assert sorted(order) == list(range(len(order))) and order != sorted(order)
 
 
 def test_zero_weight_excludes_a_task(tiny_config, burgers_file):
     dm = two_task_datamodule(tiny_config, burgers_file)
-    sampler = task_sampler(dm.windows("train", 2), dm.task_names, {"big": 1, "small": 0})
+    weights = window_weights(dm.windows("train", 2), dm.task_names, {"big": 1, "small": 0})
+    sampler = WeightedRandomSampler(weights, num_samples=200)
     assert task_shares(dm, sampler, draws=200)[1] == 0
 
 

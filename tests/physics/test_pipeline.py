@@ -12,6 +12,7 @@ from filelock import FileLock
 from typer.testing import CliRunner
 
 from lightstack.core.config import save_config
+from lightstack.core.trainer import FitResult
 from lightstack.physics import pipeline
 from lightstack.physics.cli import physics_app
 from lightstack.physics.evaluate import evaluate_checkpoint
@@ -23,7 +24,7 @@ from lightstack.physics.pipeline import (
     default_run_dir,
     run_pipeline,
 )
-from lightstack.physics.train import TrainResult, train
+from lightstack.physics.train import train
 
 torch.set_num_threads(1)
 TWO_STAGES = "pipeline.stages=[operator, diff_residual]"
@@ -49,7 +50,7 @@ class FakeStages:
         self.env: list[dict[str, str | None]] = []
         self.fail = fail or {}
 
-    def __call__(self, cfg, run_dir) -> TrainResult:
+    def __call__(self, cfg, run_dir) -> FitResult:
         run_dir = Path(run_dir)
         self.calls.append((cfg.stage, cfg.init_from))
         self.env.append({k: os.environ.get(k) for k in ("WANDB_RUN_ID", "WANDB_RESUME")})
@@ -60,7 +61,7 @@ class FakeStages:
             raise self.fail[cfg.stage]
         shutil.copy(cfg.init_from or self.source, ckpt)
         (run_dir / "history.json").write_text(json.dumps([{"epoch": 0, "train/loss": 0.5}]))
-        return TrainResult(run_dir, ckpt, ckpt, {"train/loss": 0.5, "val/nrmse": 0.25})
+        return FitResult(run_dir, cfg, ckpt, ckpt, {"train/loss": 0.5, "val/nrmse": 0.25}, True)
 
 
 def config(tiny_config, operator_ckpt, *overrides):
@@ -365,3 +366,15 @@ def test_cli_gate_and_stage_failures_set_the_exit_code(tiny_config, tmp_path):
     assert json.loads((tmp_path / "e" / "summary.json").read_text())["failed_gates"] == [
         "val/nrmse"
     ]
+
+
+def test_a_stage_generating_another_equation_inherits_no_solver_parameters(tiny_config):
+    from lightstack.physics.pipeline import stage_config
+
+    cfg = tiny_config(
+        "generate={equation: burgers1d, samples: 8, params: {nu: 0.01, nx: 64}}",
+        "pipeline.stage_overrides={steady_prior: {generate: {equation: darcy2d, params: {n: 16}}}}",
+    )
+    steady = stage_config(cfg, "steady_prior")
+    assert steady.generate.equation == "darcy2d" and steady.generate.params == {"n": 16}
+    assert stage_config(cfg, "operator").generate.params == {"nu": 0.01, "nx": 64}

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 from pydantic import ValidationError
-from torch.utils.data import WeightedRandomSampler
 
+from lightstack.core.resume import ResumableSampler
 from lightstack.video.data.mvfoul import (
     ClipError,
     MVFoulDataModule,
@@ -197,7 +197,7 @@ def test_datamodule_loaders(mvfoul_tree):
     dm = MVFoulDataModule(make_cfg(root, summary, balanced_sampler=True))
     dm.setup("fit")
     loader = dm.train_dataloader()
-    assert isinstance(loader.sampler, WeightedRandomSampler)
+    assert isinstance(loader.sampler, ResumableSampler)
     offence = dm.dataset("train").targets("offence")
     weights = loader.sampler.weights
     counts = torch.bincount(offence)

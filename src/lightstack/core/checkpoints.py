@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
@@ -50,13 +52,66 @@ class CheckpointError(ValueError):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint IO that writes to a temporary file and renames it into place."""
+    """Lightning checkpoint IO: atomic, durable saves; safe loads; never non-finite weights.
+
+    A checkpoint is written to a temporary file, flushed to disk and renamed into place, so a
+    kill or a full disk during a save leaves the previous file intact. Weights holding NaN/Inf
+    are not written (the previous checkpoint stays, with a warning). Loading always uses
+    ``weights_only=True`` and turns any failure into a ``CheckpointError`` naming the file.
+    """
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
     ) -> None:
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        bad = non_finite_weights(checkpoint.get("state_dict", {}))
+        if bad:
+            rank_zero_warn(
+                f"not writing checkpoint {path}: weight {bad!r} holds NaN/Inf; the previous "
+                "checkpoint of that name (if any) is kept"
+            )
+            return
+        try:
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                torch.save(checkpoint, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except RuntimeError as exc:  # torch's writer reports a failed write (full disk) so
+            raise _write_error(exc, path) from exc
+
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        if not Path(path).is_file():
+            raise CheckpointError(f"checkpoint {path} does not exist")
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as exc:  # torch raises several types for truncated / foreign files
+            raise CheckpointError(
+                f"checkpoint {path} could not be loaded safely (truncated, not a checkpoint, or "
+                f"it holds arbitrary Python objects): {exc}"
+            ) from exc
+
+
+def _write_error(exc: BaseException, path: str | Path) -> OSError:
+    """An ``OSError`` naming ``path``, with the errno of the OS error behind ``exc`` if any."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, OSError) and cause.errno is not None:
+        return OSError(cause.errno, cause.strerror or str(cause), str(path))
+    return OSError(f"cannot write checkpoint {path}: {exc}")
+
+
+def non_finite_weights(state: dict[str, Any]) -> str | None:
+    """The name of the first floating-point tensor in ``state`` holding NaN/Inf, or None."""
+    for key, value in state.items():
+        if (
+            isinstance(value, torch.Tensor)
+            and value.is_floating_point()
+            and not bool(torch.isfinite(value).all())
+        ):
+            return key
+    return None
 
 
 def architecture_fingerprint(model: nn.Module) -> str:
@@ -106,11 +161,14 @@ def _load_safetensors(path: Path, map_location: str | torch.device) -> dict[str,
     return ckpt
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False
+) -> dict[str, Any]:
     """Load a lightstack checkpoint of any format safely, refusing anything else clearly.
 
     Returns at least ``{"state_dict": {...}, "lightstack": {...}}``; a Lightning checkpoint
     keeps its other entries, converted files keep ``epoch``/``global_step`` when they had them.
+    ``mmap`` maps tensors from the file instead of reading them (cheap checks of large files).
     """
     path = Path(path)
     if not path.is_file():
@@ -118,7 +176,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if is_safetensors(path):
         return _load_safetensors(path, map_location)
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises several types for truncated / foreign files
         raise CheckpointError(
             f"checkpoint {path} could not be loaded safely (not a lightstack checkpoint, "

@@ -184,6 +184,15 @@ class TuneConfig(Section):
         return self
 
 
+class NaNGuardConfig(Section):
+    """A NaN/Inf loss or gradient: skip that optimizer step (at most ``max_skips`` times in a
+    run, each one logged as ``train/nan_skipped_steps``) or stop the run naming the step."""
+
+    enabled: bool = True
+    action: Literal["skip", "stop"] = "stop"
+    max_skips: int = Field(10, ge=0, description="skipped steps allowed before the run stops")
+
+
 class TrainingConfig(Section):
     skip_lightning_val: bool = False
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
@@ -193,6 +202,7 @@ class TrainingConfig(Section):
     memory_cleanup: MemoryCleanupConfig = MemoryCleanupConfig()
     oom_recovery: OOMRecoveryConfig = OOMRecoveryConfig()
     tune: TuneConfig = TuneConfig()
+    nan_guard: NaNGuardConfig = NaNGuardConfig()
 
 
 class DataLoaderConfig(Section):
@@ -263,7 +273,7 @@ def merge_overrides(data: dict[str, Any], overrides: list[str], source: str) -> 
         base = OmegaConf.create(data)
         merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
         return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
-    except OmegaConfBaseException as exc:
+    except (OmegaConfBaseException, yaml.YAMLError) as exc:  # values are parsed as YAML
         raise ConfigError(source, [("", f"bad override or interpolation: {exc}")]) from exc
 
 

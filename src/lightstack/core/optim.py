@@ -116,9 +116,16 @@ def _trainable(named: Iterable[tuple[str, nn.Parameter]]) -> list[tuple[str, nn.
     return [(n, p) for n, p in named if p.requires_grad]
 
 
-def build_optimizer(cfg: OptimizerConfig, module: nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(
+    cfg: OptimizerConfig, module: nn.Module, fused: bool = True
+) -> torch.optim.Optimizer:
+    """AdamW or the Muon hybrid over the trainable parameters of ``module``.
+
+    AdamW is fused on CUDA unless ``fused=False``: Lightning refuses gradient clipping with a
+    fused optimizer under mixed precision, so callers pass ``fused=not clipping``.
+    """
     named = _trainable(module.named_parameters())
-    fused = bool(named) and all(p.is_cuda for _, p in named)
+    fused = fused and bool(named) and all(p.is_cuda for _, p in named)
     adamw_kwargs = dict(lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
     if cfg.name == "adamw":
         return torch.optim.AdamW([p for _, p in named], fused=fused or None, **adamw_kwargs)
@@ -149,9 +156,11 @@ def lr_lambda(cfg: SchedulerConfig, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def build_optimization(cfg: OptimizerConfig, module: nn.Module, total_steps: int) -> dict[str, Any]:
+def build_optimization(
+    cfg: OptimizerConfig, module: nn.Module, total_steps: int, fused: bool = True
+) -> dict[str, Any]:
     """``configure_optimizers`` return value: optimizer plus (per step) LR schedule."""
-    optimizer = build_optimizer(cfg, module)
+    optimizer = build_optimizer(cfg, module, fused)
     if cfg.scheduler.name == "none":
         return {"optimizer": optimizer}
     scheduler = LambdaLR(optimizer, lr_lambda(cfg.scheduler, max(1, total_steps)))

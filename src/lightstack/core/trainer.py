@@ -8,6 +8,7 @@ out-of-memory recovery of ``training.oom_recovery``.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -16,7 +17,6 @@ from lightning.pytorch.callbacks import (
     Callback,
     EarlyStopping,
     LearningRateMonitor,
-    ModelCheckpoint,
     RichProgressBar,
     Timer,
     TQDMProgressBar,
@@ -33,12 +33,16 @@ from torch import nn
 
 from lightstack.core.callbacks.history import TrainingHistory
 from lightstack.core.callbacks.memory import MemoryCleanup
+from lightstack.core.callbacks.nan_guard import FiniteModelCheckpoint, NaNGuard
 from lightstack.core.callbacks.oom_recovery import BuildTrainer, fit_with_oom_recovery
+from lightstack.core.callbacks.preemption import Preemption, StepCheckpoint
 from lightstack.core.callbacks.throughput import ThroughputMonitor
 from lightstack.core.checkpoints import AtomicCheckpointIO
 from lightstack.core.config import C, RunConfig, apply_updates, loader_section, save_config
 from lightstack.core.io import atomic_write_json
 from lightstack.core.loggers import build_loggers
+from lightstack.core.resume import RestoreRNG, verify_resume_checkpoint
+from lightstack.core.run import resume_checkpoint
 
 
 def resolve_monitor(cfg: RunConfig, default: str) -> tuple[str, str]:
@@ -61,20 +65,25 @@ def _progress_bar(kind: str) -> list[Callback]:
 
 
 def build_callbacks(cfg: RunConfig, run_dir: Path, default_monitor: str) -> list[Callback]:
+    """The standard callbacks. Checkpoints: ``best`` (top-k of the monitor, judged on fresh
+    validation metrics only) and ``last`` at every validation, plus ``last.ckpt`` every
+    ``checkpoint.every_n_train_steps`` steps and when a signal asks the run to stop."""
     monitor, mode = resolve_monitor(cfg, default_monitor)
     ckpt = cfg.checkpoint
+    ckpt_dir = run_dir / "checkpoints"
     callbacks: list[Callback] = [
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
+        FiniteModelCheckpoint(
+            dirpath=ckpt_dir,
             filename="best",
             monitor=monitor,
             mode=mode,
             save_top_k=ckpt.save_top_k,
             save_last=ckpt.save_last,
-            every_n_train_steps=ckpt.every_n_train_steps,
             every_n_epochs=ckpt.every_n_epochs,
             auto_insert_metric_name=False,
         ),
+        Preemption(ckpt_dir),
+        RestoreRNG(),
         TrainingHistory(run_dir),
         ThroughputMonitor(),
         Timer(duration=cfg.trainer.max_time, interval="step"),
@@ -87,6 +96,11 @@ def build_callbacks(cfg: RunConfig, run_dir: Path, default_monitor: str) -> list
         callbacks.append(
             EarlyStopping(monitor=monitor, mode=mode, patience=es.patience, min_delta=es.min_delta)
         )
+    if ckpt.every_n_train_steps:
+        callbacks.append(StepCheckpoint(ckpt_dir, ckpt.every_n_train_steps))
+    guard = cfg.training.nan_guard
+    if guard.enabled:
+        callbacks.append(NaNGuard(guard.action, guard.max_skips))
     mem = cfg.training.memory_cleanup
     if mem.enabled:
         callbacks.append(MemoryCleanup(mem.points, mem.every_n_train_steps))
@@ -264,9 +278,12 @@ def fit(
     """``trainer.fit``, through ``fit_with_oom_recovery`` when ``training.oom_recovery.enabled``.
 
     After a recovery the micro-batch and accumulation that finished are written into
-    ``run_dir/config.yaml`` and the events into ``run_dir/oom_recovery.json``.
+    ``run_dir/config.yaml`` and the events into ``run_dir/oom_recovery.json``. A checkpoint to
+    resume from (``ckpt_path``) is checked first (``verify_resume_checkpoint``).
     """
     run_dir = Path(run_dir)
+    if ckpt_path is not None:
+        verify_resume_checkpoint(ckpt_path, cfg.family, module)
     oom = cfg.training.oom_recovery
     if not oom.enabled:
         trainer = build_trainer(cfg, run_dir, default_monitor, extra_callbacks, module)
@@ -295,28 +312,50 @@ def fit(
     return result.trainer
 
 
-def tune_and_fit(
+@dataclass
+class FitResult:
+    """What a training command reports: where the checkpoints are and the final metrics."""
+
+    run_dir: Path
+    cfg: RunConfig
+    best_checkpoint: Path | None
+    last_checkpoint: Path | None
+    metrics: dict[str, float]
+    is_global_zero: bool
+
+
+def run_fit(
     cfg: C,
     run_dir: Path,
     module: L.LightningModule,
     datamodule: L.LightningDataModule,
     default_monitor: str,
-    ckpt_path: str | Path | None = None,
-) -> tuple[L.Trainer, C]:
-    """Tune batch size / LR when ``training.tune`` asks (fresh runs only), then ``fit``.
+    resume: str = "auto",
+    extra_callbacks: list[Callback] | None = None,
+) -> FitResult:
+    """Tune (when ``training.tune`` asks, fresh runs only), fit or resume, collect results.
 
-    Returns the trainer and the config the module trained with (tuned values applied; the
-    module's ``cfg`` is updated to it).
+    ``resume`` as in ``core.run.resume_checkpoint``. The config the module trained with (tuned
+    values applied, also set on ``module.cfg``) is returned; the final metrics and timings are
+    written to ``run_dir/train_metrics.json``.
     """
+    ckpt_path = resume_checkpoint(run_dir, resume)
     knobs = cfg.training.tune
     if (knobs.batch_size or knobs.lr) and ckpt_path is None:
         from lightstack.core.tuning import tune
 
-        tuner_trainer = build_trainer(cfg, run_dir, default_monitor, module=module)
+        tuner_trainer = build_trainer(cfg, run_dir, default_monitor, extra_callbacks, module)
         updates = tune(tuner_trainer, module, datamodule, cfg, run_dir, knobs.batch_size, knobs.lr)
         cfg = apply_updates(cfg, updates)
         module.cfg = cfg
-    return fit(cfg, run_dir, module, datamodule, default_monitor, ckpt_path=ckpt_path), cfg
+    trainer = fit(cfg, run_dir, module, datamodule, default_monitor, extra_callbacks, ckpt_path)
+    ckpt_cb = trainer.checkpoint_callback
+    best = Path(ckpt_cb.best_model_path) if ckpt_cb and ckpt_cb.best_model_path else None
+    last = Path(ckpt_cb.last_model_path) if ckpt_cb and ckpt_cb.last_model_path else None
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()} | timings(trainer)
+    if trainer.is_global_zero:
+        atomic_write_json(Path(run_dir) / "train_metrics.json", metrics)
+    return FitResult(Path(run_dir), cfg, best, last, metrics, trainer.is_global_zero)
 
 
 def timings(trainer: L.Trainer) -> dict[str, float]:

@@ -16,7 +16,7 @@ from lightning.pytorch.tuner import Tuner
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 from lightstack.core.config import RunConfig, apply_updates, loader_section, save_config
-from lightstack.core.io import atomic_write_json
+from lightstack.core.io import atomic_path, atomic_write_json
 
 
 def _check_batch_size_attribute(
@@ -97,7 +97,8 @@ def tune(
             import matplotlib.pyplot as plt
 
             figure = finder.plot(suggest=suggestion is not None)
-            figure.savefig(run_dir / "lr_find.png", dpi=100)
+            with atomic_path(Path(run_dir) / "lr_find.png") as tmp:
+                figure.savefig(tmp, format="png", dpi=100)
             plt.close(figure)
             report["lr"] = {
                 "suggestion": suggestion,

@@ -37,7 +37,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
 
 from lightstack.core.config import to_dict, validate
-from lightstack.core.io import atomic_write_json
+from lightstack.core.io import atomic_write_json, atomic_write_text
 from lightstack.core.run import prepare_run_dir
 from lightstack.physics.config import PhysicsConfig
 from lightstack.physics.eval.gates import check_gates
@@ -76,6 +76,12 @@ def stage_config(cfg: PhysicsConfig, stage: str) -> PhysicsConfig:
     trains (the pipeline decides which checkpoint each stage starts from)."""
     data = to_dict(cfg) | {"stage": stage, "init_from": None}
     overrides = cfg.pipeline.stage_overrides.get(stage, {})
+    generate = overrides.get("generate") or {}
+    if (
+        data["generate"]
+        and generate.get("equation", data["generate"]["equation"]) != (data["generate"]["equation"])
+    ):
+        data["generate"] = None  # solver parameters belong to one equation: don't inherit them
     merged = OmegaConf.merge(OmegaConf.create(data), OmegaConf.create(overrides))
     return validate(
         PhysicsConfig,
@@ -304,7 +310,7 @@ class _Run:
         except Exception as exc:
             if self.rank == 0:
                 stage_dir.mkdir(parents=True, exist_ok=True)
-                (stage_dir / "error.txt").write_text(traceback.format_exc())
+                atomic_write_text(stage_dir / "error.txt", traceback.format_exc())
             self.state["failed"] = {"stage": stage, "error": f"{type(exc).__name__}: {exc}"}
             self._save()
             self.summary |= {"failed_stage": stage, "error": self.state["failed"]["error"]}

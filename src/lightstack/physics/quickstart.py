@@ -55,7 +55,7 @@ def run_quickstart(
     atomic_write_json(run_dir / "summary.json", summary)
     console.print(_table(summary))
     console.print(
-        f"report: {run_dir / 'eval'} (metrics.json, predictions.png); "
+        f"report: {run_dir / 'eval'} (metrics.json, predictions.png, report.html); "
         f"summary: {run_dir / 'summary.json'}"
     )
     return summary

@@ -2,8 +2,8 @@
 
 Each window of task ``i`` gets the sampling weight ``w_i / n_i`` (``n_i`` windows of that
 task), so a task's share of the draws is ``w_i / sum(w)`` whatever its size. Draws are with
-replacement and an epoch keeps the size of the data set. Under DDP Lightning wraps the
-sampler in a ``DistributedSamplerWrapper``, so each process draws its own share.
+replacement and an epoch keeps the size of the data set; the training loader's
+``ResumableSampler`` draws them (and splits the draws between processes under DDP).
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, WeightedRandomSampler
+from torch.utils.data import ConcatDataset
 
 
-def task_sampler(
+def window_weights(
     dataset: ConcatDataset, task_names: list[str], weights: Mapping[str, float]
-) -> WeightedRandomSampler:
-    """Sampler over ``dataset`` (parts carry ``task_id``) weighting each task by ``weights``."""
+) -> torch.Tensor:
+    """Sampling weight of every window of ``dataset`` (parts carry ``task_id``)."""
     unknown = sorted(set(weights) - set(task_names))
     missing = [t for t in task_names if t not in weights]
     if unknown or missing:
@@ -32,20 +32,4 @@ def task_sampler(
     for part in dataset.datasets:
         weight = weights[task_names[part.task_id]] / max(1, len(part))
         per_window.append(torch.full((len(part),), weight, dtype=torch.double))
-    return WeightedRandomSampler(torch.cat(per_window), num_samples=len(dataset))
-
-
-def weighted_loader(
-    loader: DataLoader, task_names: list[str], weights: Mapping[str, float]
-) -> DataLoader:
-    """``loader`` with the same settings, drawing by task weight instead of shuffling."""
-    return DataLoader(
-        loader.dataset,
-        batch_size=loader.batch_size,
-        sampler=task_sampler(loader.dataset, task_names, weights),
-        num_workers=loader.num_workers,
-        pin_memory=loader.pin_memory,
-        persistent_workers=loader.persistent_workers,
-        prefetch_factor=loader.prefetch_factor,
-        drop_last=loader.drop_last,
-    )
+    return torch.cat(per_window)

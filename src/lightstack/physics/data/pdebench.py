@@ -42,6 +42,9 @@ LAYOUTS = ("1d_tensor", "cfd", "darcy", "seed_groups")
 CFD_FIELDS = ("density", "pressure", "Vx", "Vy", "Vz")
 SPATIAL_AXES = ("x", "y", "z")
 FILE_KEY = "(file)"
+# What reading a file whose HDF5 structures are damaged raises (h5py, and names that are
+# not UTF-8 and so come back as bytes).
+CORRUPT_FILE_ERRORS = (OSError, RuntimeError, ValueError, KeyError, TypeError)
 # Samples are scanned for NaN/Inf in blocks of about this many bytes.
 _SCAN_BYTES = 64 * 2**20
 
@@ -90,7 +93,12 @@ def inspect_file(path: str | Path) -> PDEFileInfo:
     """Validate the structure and shapes of ``path`` and describe it; reads no large array."""
     path = Path(path)
     with _open(path) as f:
-        return _inspect(f, path)
+        try:
+            return _inspect(f, path)
+        except PDEBenchError:
+            raise
+        except CORRUPT_FILE_ERRORS as exc:
+            raise PDEBenchError(path, FILE_KEY, "a readable HDF5 file", f"damaged ({exc})") from exc
 
 
 @contextlib.contextmanager

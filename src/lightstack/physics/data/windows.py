@@ -9,15 +9,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from lightstack.core.resume import ResumableDataModule
 from lightstack.physics.config import PhysicsDataConfig
-from lightstack.physics.data.mixing import weighted_loader
-from lightstack.physics.data.pdebench import PDEBenchError, PDEBenchReader
+from lightstack.physics.data.mixing import window_weights
+from lightstack.physics.data.pdebench import (
+    CORRUPT_FILE_ERRORS,
+    PDEBenchError,
+    PDEBenchReader,
+)
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ class TrajectoryWindows(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         sample, start = divmod(index, self.starts)
         stop = None if self.horizon is None else start + self.horizon + 1
-        fields = self.reader.read(int(self.samples[sample]), slice(start, stop))
+        fields = read_finite(self.reader, int(self.samples[sample]), slice(start, stop))
         return {
             "fields": torch.from_numpy(fields),
             "grid": self.grid,
@@ -88,6 +93,26 @@ class TrajectoryWindows(Dataset):
             "dt": torch.tensor(self.dt, dtype=torch.float32),
             "task": torch.tensor(self.task_id),
         }
+
+
+def read_finite(reader: PDEBenchReader, sample: int, t_slice: slice | None = None) -> np.ndarray:
+    """``reader.read`` that names the file, key and sample when the data is unreadable
+    (a truncated file) or holds NaN/Inf."""
+    info = reader.info
+    key = {"1d_tensor": "tensor", "darcy": "tensor", "cfd": "/".join(info.channels)}.get(
+        info.layout, f"{info.groups[sample]}/data" if sample < len(info.groups) else "data"
+    )
+    try:
+        fields = reader.read(sample, t_slice)
+    except PDEBenchError:
+        raise
+    except CORRUPT_FILE_ERRORS as exc:
+        raise PDEBenchError(
+            info.path, key, "readable data", f"read of sample {sample} failed ({exc})"
+        ) from exc
+    if not np.isfinite(fields).all():
+        raise PDEBenchError(info.path, key, "finite values", f"NaN/Inf in sample {sample}")
+    return fields
 
 
 def time_step(reader: PDEBenchReader) -> float:
@@ -109,8 +134,11 @@ def file_params(reader: PDEBenchReader, keys: list[str]) -> np.ndarray:
     return np.array([float(reader.info.attrs[k]) for k in keys], dtype=np.float32)
 
 
-class PDEDataModule(L.LightningDataModule):
-    """Train/val/test windows over one or more PDEBench files (one task per training file)."""
+class PDEDataModule(ResumableDataModule):
+    """Train/val/test windows over one or more PDEBench files (one task per training file).
+
+    The training loader resumes mid-epoch at the exact batch (``ResumableDataModule``).
+    """
 
     def __init__(self, cfg: PhysicsDataConfig, horizon: int):
         super().__init__()
@@ -170,7 +198,7 @@ class PDEDataModule(L.LightningDataModule):
         chunks = []
         for reader, split in zip(self.readers, self.splits, strict=True):
             for sample in split.train[: self.cfg.stats_samples]:
-                u = reader.read(int(sample))
+                u = read_finite(reader, int(sample))
                 chunks.append(u.reshape(-1, u.shape[-1]))
         data = np.concatenate(chunks).astype(np.float64)
         std = np.maximum(data.std(axis=0), 1e-6)
@@ -212,27 +240,34 @@ class PDEDataModule(L.LightningDataModule):
     def windows(self, which: str, horizon: int | None) -> Dataset:
         return ConcatDataset(self._windows(which, horizon))
 
-    def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int | None = None) -> DataLoader:
+    def _worker_options(self) -> dict[str, Any]:
         loader = self.cfg.loader
         workers = loader.num_workers
+        return {
+            "num_workers": workers,
+            "pin_memory": loader.pin_memory,
+            "persistent_workers": loader.persistent_workers and workers > 0,
+            "prefetch_factor": loader.prefetch_factor if workers > 0 else None,
+        }
+
+    def _loader(self, dataset: Dataset) -> DataLoader:
+        """An evaluation loader: every window once, in order."""
         return DataLoader(
-            dataset,
-            batch_size=batch_size or self.batch_size,
-            shuffle=shuffle,
-            num_workers=workers,
-            pin_memory=loader.pin_memory,
-            persistent_workers=loader.persistent_workers and workers > 0,
-            prefetch_factor=loader.prefetch_factor if workers > 0 else None,
-            drop_last=False,
+            dataset, batch_size=self.batch_size, shuffle=False, **self._worker_options()
         )
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled windows, or drawn by ``data.task_weights``; resumable mid-epoch."""
+        dataset = self.windows("train", self.horizon)
         weights = self.cfg.task_weights
-        loader = self._loader(self.windows("train", self.horizon), shuffle=weights is None)
-        return loader if weights is None else weighted_loader(loader, self.task_names, weights)
+        if weights is not None:
+            weights = window_weights(dataset, self.task_names, weights)
+        return self.resumable_loader(
+            dataset, self.batch_size, weights=weights, **self._worker_options()
+        )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.windows("val", None), shuffle=False)
+        return self._loader(self.windows("val", None))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.windows("test", None), shuffle=False)
+        return self._loader(self.windows("test", None))

@@ -157,7 +157,10 @@ class CorrectorStage(L.LightningModule):
     # --- optimisation and checkpoints --------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
         return build_optimization(
-            self.cfg.optimizer, self.model.denoiser, int(self.trainer.estimated_stepping_batches)
+            self.cfg.optimizer,
+            self.model.denoiser,
+            int(self.trainer.estimated_stepping_batches),
+            fused=self.cfg.trainer.gradient_clip_val is None,
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -106,7 +106,10 @@ class SteadyPriorStage(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         return build_optimization(
-            self.cfg.optimizer, self.model, int(self.trainer.estimated_stepping_batches)
+            self.cfg.optimizer,
+            self.model,
+            int(self.trainer.estimated_stepping_batches),
+            fused=self.cfg.trainer.gradient_clip_val is None,
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -28,14 +28,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import av
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from lightstack.core.config import DataLoaderConfig
+from lightstack.core.resume import ResumableDataModule
 from lightstack.video.labels import (
     ACTION_CLASSES,
     OFFENCE_CLASSES,
@@ -50,7 +50,7 @@ _ACTION_DIR = re.compile(r"action_(\d+)")
 _CLIP_FILE = re.compile(r"clip_(\d+)\.mp4")
 
 
-class ClipError(RuntimeError):
+class ClipError(ValueError):
     """A clip that cannot be read, or a data set with too many of them."""
 
 
@@ -334,7 +334,7 @@ class VideoDataConfig(DataLoaderConfig):
         return self
 
 
-class MVFoulDataModule(L.LightningDataModule):
+class MVFoulDataModule(ResumableDataModule):
     """Train/valid/test MVFoul datasets and loaders built from a ``VideoDataConfig``.
 
     Training draws ``views_per_sample_train`` random views per action, shuffles, and with
@@ -345,6 +345,8 @@ class MVFoulDataModule(L.LightningDataModule):
     def __init__(self, cfg: VideoDataConfig):
         super().__init__()
         self.cfg = cfg
+        # Batch size of the loaders; the batch-size tuner and OOM recovery change it.
+        self.batch_size = cfg.batch_size
         self.datasets: dict[str, MVFoulDataset] = {}
 
     def dataset(self, role: Literal["train", "val", "test"]) -> MVFoulDataset:
@@ -375,29 +377,31 @@ class MVFoulDataModule(L.LightningDataModule):
         """Training-set items per class (for class-weighted losses)."""
         return self.dataset("train").class_counts()
 
-    def _loader(self, dataset: MVFoulDataset, **kwargs: Any) -> DataLoader:
+    def _loader_options(self) -> dict[str, Any]:
         cfg = self.cfg
         workers = cfg.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=cfg.batch_size,
-            num_workers=workers,
-            pin_memory=cfg.pin_memory,
-            persistent_workers=cfg.persistent_workers and workers > 0,
-            prefetch_factor=cfg.prefetch_factor if workers > 0 else None,
-            collate_fn=collate_views,
-            **kwargs,
-        )
+        return {
+            "num_workers": workers,
+            "pin_memory": cfg.pin_memory,
+            "persistent_workers": cfg.persistent_workers and workers > 0,
+            "prefetch_factor": cfg.prefetch_factor if workers > 0 else None,
+            "collate_fn": collate_views,
+        }
+
+    def _loader(self, dataset: MVFoulDataset, **kwargs: Any) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.batch_size, **self._loader_options(), **kwargs)
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled (or offence-balanced) actions; resumable mid-epoch, views seeded per item."""
         dataset = self.dataset("train")
-        if not self.cfg.balanced_sampler:
-            return self._loader(dataset, shuffle=True)
-        labels = dataset.targets("offence")
-        counts = torch.bincount(labels, minlength=len(OFFENCE_CLASSES)).clamp_(min=1)
-        weights = (1.0 / counts.double())[labels]
-        sampler = WeightedRandomSampler(weights, num_samples=len(dataset), replacement=True)
-        return self._loader(dataset, sampler=sampler)
+        weights = None
+        if self.cfg.balanced_sampler:
+            labels = dataset.targets("offence")
+            counts = torch.bincount(labels, minlength=len(OFFENCE_CLASSES)).clamp_(min=1)
+            weights = (1.0 / counts.double())[labels]
+        return self.resumable_loader(
+            dataset, self.batch_size, weights=weights, item_seeds=True, **self._loader_options()
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("val"), shuffle=False)

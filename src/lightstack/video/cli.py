@@ -1,0 +1,258 @@
+"""``lightstack video ...``: synthetic data, training, prediction and challenge scoring."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from lightstack.cli_common import (
+    OVERRIDES,
+    AccumulateGradBatches,
+    ConfigPath,
+    DevicesPerNode,
+    NumNodes,
+    Resume,
+    RunDir,
+    SyncBatchnorm,
+    TuneBatchSize,
+    TuneLr,
+    console,
+    reports_errors,
+)
+
+video_app = typer.Typer(
+    no_args_is_help=True, help="Multi-view foul recognition on SoccerNet MVFoul data."
+)
+F = TypeVar("F", bound=Callable[..., Any])
+_RANGE = re.compile(r"\s*(\d+)\s*(?:\.\.\s*(\d+)\s*)?")
+_SIZE = re.compile(r"\s*(\d+)\s*[xX]\s*(\d+)\s*")
+
+
+def video_errors(func: F) -> F:
+    """Unreadable clips and existing output folders end the command with a message, like other
+    bad input."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from lightstack.video.data.mvfoul import ClipError
+
+        try:
+            return func(*args, **kwargs)
+        except (ClipError, FileExistsError) as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(1) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_views(text: str) -> tuple[int, int]:
+    """``"2..4"`` -> ``(2, 4)``; ``"3"`` -> ``(3, 3)``."""
+    match = _RANGE.fullmatch(text)
+    if match is None:
+        raise typer.BadParameter(f"expected MIN..MAX or N (e.g. 2..4), got {text!r}")
+    low = int(match.group(1))
+    high = int(match.group(2) or low)
+    if not 1 <= low <= high:
+        raise typer.BadParameter(f"need 1 <= MIN <= MAX, got {text!r}")
+    return low, high
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"64x48"`` -> ``(64, 48)`` (height x width)."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise typer.BadParameter(f"expected HxW (e.g. 64x64), got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar, shown from the first ``update(done, total)`` on."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    bar = Progress(*columns, console=console, transient=False)
+    tasks: list[TaskID] = []
+
+    def update(done: int, total: int) -> None:
+        if not tasks:
+            bar.start()
+            tasks.append(bar.add_task(description, total=total))
+        bar.update(tasks[0], completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        bar.stop()
+
+
+def _table(title: str, rows: dict[str, Any]) -> Table:
+    table = Table(title=title, show_header=False)
+    for key, value in rows.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    return table
+
+
+@video_app.command("synth")
+@reports_errors
+@video_errors
+def synth(
+    out: Annotated[Path, typer.Option(help="Folder of the MVFoul tree to write.")],
+    actions: Annotated[int, typer.Option(min=1, help="Actions over all splits.")] = 400,
+    views: Annotated[str, typer.Option(help="Views per action: MIN..MAX or N.")] = "2..4",
+    frames: Annotated[int, typer.Option(min=1, help="Frames per clip.")] = 16,
+    size: Annotated[str, typer.Option(help="Frame size HxW (even numbers).")] = "64x64",
+    seed: int = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing split folders.")] = False,
+) -> None:
+    """Write a synthetic MVFoul tree (train/valid/test, annotations.json, H.264 clips)."""
+    from lightstack.video.data.synthetic import synthesize
+
+    view_range, hw = parse_views(views), parse_size(size)
+    with progress_bar("synthesising actions") as update:
+        summary = synthesize(
+            out, actions, view_range, frames, hw, seed, overwrite=overwrite, progress=update
+        )
+    rows = {
+        split: f"{s['actions']} actions ({s['scored']} scored), {s['clips']} clips"
+        for split, s in summary["splits"].items()
+    }
+    console.print(_table(f"synthetic MVFoul tree {out}", rows))
+    window = summary["window"]
+    console.print(
+        f"read it with data.root={out} data.frames={frames} data.start={window['start']} "
+        f"data.end={window['end']} data.fps={window['fps']} data.size=[{hw[0]},{hw[1]}]"
+    )
+
+
+@video_app.command("train", context_settings=OVERRIDES)
+@reports_errors
+@video_errors
+def train(
+    ctx: typer.Context,
+    config: ConfigPath,
+    data: Annotated[
+        Path | None, typer.Option(help="MVFoul root holding the split folders (data.root).")
+    ] = None,
+    run_dir: RunDir = None,
+    resume: Resume = "auto",
+    devices_per_node: DevicesPerNode = None,
+    num_nodes: NumNodes = None,
+    accumulate_grad_batches: AccumulateGradBatches = None,
+    sync_batchnorm: SyncBatchnorm = None,
+    tune_batch_size: TuneBatchSize = None,
+    tune_lr: TuneLr = None,
+) -> None:
+    """Train; dotted overrides follow the options (trainer.max_epochs=3 model.ema=true)."""
+    from lightstack.core.config import load_config
+    from lightstack.core.trainer import trainer_overrides
+    from lightstack.video.config import VideoConfig
+    from lightstack.video.train import train as train_video
+
+    flags = trainer_overrides(
+        devices_per_node,
+        num_nodes,
+        accumulate_grad_batches,
+        sync_batchnorm,
+        tune_batch_size,
+        tune_lr,
+    )
+    overrides = [*ctx.args, *flags] + ([f"data.root={data}"] if data is not None else [])
+    cfg = load_config(config, overrides, VideoConfig)
+    result = train_video(cfg, run_dir, resume=resume)
+    rows: dict[str, Any] = {
+        name: result.metrics[name]
+        for name in ("val/action/bal_acc", "val/offence/bal_acc", "val/leaderboard")
+        if name in result.metrics
+    }
+    test_metrics = (result.test or {}).get("metrics")
+    if test_metrics:
+        rows["test leaderboard (challenge rules)"] = test_metrics["leaderboard_value"]
+    console.print(_table("last validation", rows))
+    console.print(f"run directory: {result.run_dir}\nbest checkpoint: {result.best_checkpoint}")
+
+
+@video_app.command("predict")
+@reports_errors
+@video_errors
+def predict(
+    ckpt: Annotated[Path, typer.Option(help="Checkpoint written by `video train`.")],
+    data: Annotated[Path, typer.Option(help="Split folder (e.g. DIR/test) of action_<id>/.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Predictions file (default: RUN_DIR/predictions.json).")
+    ] = None,
+    run_dir: RunDir = None,
+    weights: Annotated[str, typer.Option(help="ema (what was validated) or raw.")] = "ema",
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
+    num_workers: Annotated[int | None, typer.Option(min=0)] = None,
+) -> None:
+    """Predict every action of a split folder; write the challenge's predictions format."""
+    from lightstack.core.run import default_run_dir
+    from lightstack.video.inference import predict_split
+
+    if out is None:
+        out = (run_dir or default_run_dir("predict")) / "predictions.json"
+    with progress_bar("predicting batches") as update:
+        summary = predict_split(
+            ckpt,
+            data,
+            out,
+            weights=weights,  # type: ignore[arg-type]
+            device=device,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=update,
+        )
+    console.print(f"{summary['n_predicted']} actions predicted on {summary['device']}: {out}")
+    if summary["dropped_actions"]:
+        console.print(f"[yellow]no readable clip, not predicted:[/] {summary['dropped_actions']}")
+
+
+@video_app.command("eval")
+@reports_errors
+def evaluate(
+    pred: Annotated[Path, typer.Option(help="Predictions file in the challenge format.")],
+    labels: Annotated[Path, typer.Option(help="The split's annotations.json.")],
+    run_dir: RunDir = None,
+    plots: Annotated[bool, typer.Option(help="Write confusion-matrix PNGs.")] = True,
+) -> None:
+    """Score predictions with the official challenge rules; write metrics.json."""
+    from lightstack.core.run import default_run_dir
+    from lightstack.video.inference import score_predictions
+
+    out_dir = run_dir or default_run_dir("video-eval")
+    metrics = score_predictions(pred, labels, out_dir, plots=plots)
+    keys = (
+        "accuracy_action",
+        "balanced_accuracy_action",
+        "accuracy_offence_severity",
+        "balanced_accuracy_offence_severity",
+        "leaderboard_value",
+        "n_scored",
+    )
+    console.print(_table(f"{pred} against {labels}", {k: metrics[k] for k in keys}))
+    if metrics["missing_predictions"]:
+        console.print(
+            f"[yellow]{len(metrics['missing_predictions'])} scored actions have no prediction "
+            "(counted as wrong)[/]"
+        )
+    console.print(f"metrics: {Path(out_dir) / 'metrics.json'}")
