@@ -314,6 +314,13 @@ def test_real_stages_hand_off_checkpoints_and_any_stage_evaluates(tiny_config, t
         lit = evaluate_checkpoint(ckpt, tmp_path / "l", engine="lightning", publish=False)
         for name, value in plain["all"].items():
             assert lit["metrics"]["all"][name] == pytest.approx(value, rel=1e-5, abs=1e-12)
+        written = json.loads((tmp_path / "t" / "metrics.json").read_text())["correctors"]
+        expected = {"operator", "teacher_4"} | (
+            {"student_1", "student_2"} if stage == "consistency_distill" else set()
+        )
+        assert set(written) == expected
+        for row in written.values():
+            assert row["rollout_nrmse"] > 0 and row["ms_per_step"] > 0
 
 
 # --- the command line, end to end on the real operator stage ----------------------------------

@@ -34,6 +34,7 @@ from lightstack.physics.eval.plots import plot_predictions
 from lightstack.physics.eval.report import write_report
 from lightstack.physics.eval.rollout import RolloutSample, evaluate_model, trajectory_metrics
 from lightstack.physics.models.surrogate import LatentSurrogate
+from lightstack.physics.stages.correctors import compare_correctors, load_correctors
 from lightstack.physics.stages.steady_prior import evaluate_steady, load_steady_prior
 
 Engine = Literal["torch", "lightning"]
@@ -265,6 +266,11 @@ def evaluate_checkpoint(
         "improvement_over_persistence": overall["persistence_onestep_nrmse"]
         / max(overall["onestep_nrmse"], 1e-12),
     }
+    if cfg.stage in ("diff_residual", "consistency_distill"):
+        teacher, student, _, _ = load_correctors(ckpt)
+        summary["correctors"] = compare_correctors(
+            teacher, loader, student, device=device, seed=cfg.seed
+        )
     atomic_write_json(out_dir / "metrics.json", summary)
     if not publish:
         return summary
