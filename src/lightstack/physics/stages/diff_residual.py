@@ -15,39 +15,28 @@ encoder's manifold.
 
 from __future__ import annotations
 
-from typing import Any
-
-import lightning as L
 import torch
 from torch.utils.data import DataLoader
-from torchmetrics import MeanMetric
 
-from lightstack.core.checkpoints import META_KEY, make_metadata
-from lightstack.core.config import to_dict
-from lightstack.core.optim import build_optimization
 from lightstack.physics.config import PhysicsConfig
 from lightstack.physics.data.windows import PDEDataModule
 from lightstack.physics.eval.metrics import nrmse_per_sample
 from lightstack.physics.models.diffusion import DiffusionResidual, LatentCorrector
+from lightstack.physics.stages.base import PhysicsStage
 from lightstack.physics.stages.handoff import StageCheckpoint
 
 
-class CorrectorStage(L.LightningModule):
+class CorrectorStage(PhysicsStage):
     """What ``diff_residual`` and ``consistency_distill`` share: a frozen surrogate inside a
     corrector, the trainable ``model.denoiser``, and corrected-vs-operator validation."""
 
-    stage: str
     requires: str
+    metric_names = ("nrmse", "rollout_nrmse", "operator_nrmse", "operator_rollout_nrmse")
 
     def __init__(self, cfg: PhysicsConfig, task_names: list[str]):
-        super().__init__()
-        self.cfg = cfg
-        self.task_names = list(task_names)
+        super().__init__(cfg, task_names)
         self.model = self.build_model(cfg)
         self.model.surrogate.requires_grad_(False).eval()
-        self.val_metrics = torch.nn.ModuleDict(
-            {name: MeanMetric() for name in self._val_metric_names()}
-        )
         self._generator: torch.Generator | None = None
 
     def build_model(self, cfg: PhysicsConfig) -> LatentCorrector:
@@ -57,15 +46,6 @@ class CorrectorStage(L.LightningModule):
     def sample_steps(self) -> int:
         """Network evaluations per latent step used in validation."""
         raise NotImplementedError
-
-    def _val_metric_names(self) -> list[str]:
-        return [
-            "nrmse",
-            "rollout_nrmse",
-            "operator_nrmse",
-            "operator_rollout_nrmse",
-            *(f"{t}/nrmse" for t in self.task_names),
-        ]
 
     def train(self, mode: bool = True) -> CorrectorStage:
         """Frozen parts stay in eval mode (no dropout) even when the whole module is set to
@@ -127,46 +107,8 @@ class CorrectorStage(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self._new_generator()
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._update_metrics(batch)
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._update_metrics(batch)
-
-    def _update_metrics(self, batch: dict[str, torch.Tensor]) -> None:
-        values = self.evaluate_batch(batch)
-        for name, per_sample in values.items():
-            self.val_metrics[name].update(per_sample)
-        for index, task in enumerate(self.task_names):
-            mask = batch["task"] == index
-            if mask.any():
-                self.val_metrics[f"{task}/nrmse"].update(values["nrmse"][mask])
-
-    def _log_metrics(self, prefix: str) -> None:
-        for name, metric in self.val_metrics.items():
-            if metric.update_count:
-                self.log(f"{prefix}/{name}", metric.compute(), prog_bar=name == "nrmse")
-            metric.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_metrics("test")
-
-    # --- optimisation and checkpoints --------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:
-        return build_optimization(
-            self.cfg.optimizer,
-            self.model.denoiser,
-            int(self.trainer.estimated_stepping_batches),
-            fused=self.cfg.trainer.gradient_clip_val is None,
-        )
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        meta = make_metadata("physics", self.stage, to_dict(self.cfg), self.model)
-        meta["tasks"] = self.task_names
-        checkpoint[META_KEY] = meta
+    def trainable_module(self) -> torch.nn.Module:
+        return self.model.denoiser
 
 
 @torch.no_grad()

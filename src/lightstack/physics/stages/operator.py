@@ -8,20 +8,14 @@ different magnitude count alike. Validation reports PDEBench nRMSE in physical u
 
 from __future__ import annotations
 
-from typing import Any
-
-import lightning as L
 import torch
-from torchmetrics import MeanMetric
 
-from lightstack.core.checkpoints import META_KEY, make_metadata
 from lightstack.core.compile import maybe_compile
-from lightstack.core.config import to_dict
-from lightstack.core.optim import build_optimization
 from lightstack.physics.config import PhysicsConfig
 from lightstack.physics.eval.metrics import nrmse_per_sample
 from lightstack.physics.models.layers import Block, CrossBlock
 from lightstack.physics.models.surrogate import LatentSurrogate
+from lightstack.physics.stages.base import PhysicsStage
 
 
 def spectral_loss(pred: torch.Tensor, true: torch.Tensor, spatial_dims: int) -> torch.Tensor:
@@ -32,20 +26,13 @@ def spectral_loss(pred: torch.Tensor, true: torch.Tensor, spatial_dims: int) -> 
     )
 
 
-class OperatorStage(L.LightningModule):
+class OperatorStage(PhysicsStage):
     stage = "operator"
+    metric_names = ("loss", "nrmse", "rollout_nrmse")
 
     def __init__(self, cfg: PhysicsConfig, task_names: list[str]):
-        super().__init__()
-        self.cfg = cfg
-        self.task_names = list(task_names)
+        super().__init__(cfg, task_names)
         self.model = LatentSurrogate(cfg.model)
-        self.val_metrics = torch.nn.ModuleDict(
-            {name: MeanMetric() for name in self._val_metric_names()}
-        )
-
-    def _val_metric_names(self) -> list[str]:
-        return ["loss", "nrmse", "rollout_nrmse", *(f"{t}/nrmse" for t in self.task_names)]
 
     def configure_model(self) -> None:
         """Compile the transformer blocks once the world size is known (``model.compile``)."""
@@ -138,49 +125,6 @@ class OperatorStage(L.LightningModule):
             "nrmse": nrmse_per_sample(onestep, target).view(b, t - 1).mean(dim=1),
             "rollout_nrmse": nrmse_per_sample(rollout, fields[:, 1:]),
         }
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._update_metrics(batch)
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._update_metrics(batch)
-
-    def _update_metrics(self, batch: dict[str, torch.Tensor]) -> None:
-        values = self.evaluate_batch(batch)
-        for name, per_sample in values.items():
-            self.val_metrics[name].update(per_sample)
-        for index, task in enumerate(self.task_names):
-            mask = batch["task"] == index
-            if mask.any():
-                self.val_metrics[f"{task}/nrmse"].update(values["nrmse"][mask])
-
-    def _log_metrics(self, prefix: str) -> None:
-        for name, metric in self.val_metrics.items():
-            if metric.update_count:
-                self.log(
-                    f"{prefix}/{name}", metric.compute(), prog_bar=name == "nrmse", sync_dist=False
-                )
-            metric.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_metrics("test")
-
-    # --- optimisation and checkpoints --------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:
-        return build_optimization(
-            self.cfg.optimizer,
-            self.model,
-            int(self.trainer.estimated_stepping_batches),
-            fused=self.cfg.trainer.gradient_clip_val is None,
-        )
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        meta = make_metadata("physics", self.stage, to_dict(self.cfg), self.model)
-        meta["tasks"] = self.task_names
-        checkpoint[META_KEY] = meta
 
     def freezable_blocks(self) -> list[torch.nn.Module]:
         """Encoder blocks from input to output, for the freezing callbacks."""

@@ -9,44 +9,31 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader
-from torchmetrics import MeanMetric
 
 from lightstack.core.checkpoints import (
-    META_KEY,
     CheckpointError,
     checkpoint_metadata,
     load_checkpoint,
     load_into,
-    make_metadata,
 )
-from lightstack.core.config import to_dict
-from lightstack.core.optim import build_optimization
 from lightstack.physics.config import PhysicsConfig
 from lightstack.physics.data.steady import SteadyDataModule
 from lightstack.physics.eval import metrics as M
 from lightstack.physics.models.steady import SteadyPrior
+from lightstack.physics.stages.base import PhysicsStage
 
 
-class SteadyPriorStage(L.LightningModule):
+class SteadyPriorStage(PhysicsStage):
     stage = "steady_prior"
     requires = None
+    metric_names = ("loss", "nrmse")
 
     def __init__(self, cfg: PhysicsConfig, task_names: list[str]):
-        super().__init__()
-        self.cfg = cfg
-        self.task_names = list(task_names)
+        super().__init__(cfg, task_names)
         self.model = SteadyPrior(cfg.model, cfg.steady)
-        self.val_metrics = torch.nn.ModuleDict(
-            {
-                name: MeanMetric()
-                for name in ["loss", "nrmse", *(f"{t}/nrmse" for t in self.task_names)]
-            }
-        )
 
     @classmethod
     def from_datamodule(
@@ -76,46 +63,6 @@ class SteadyPriorStage(L.LightningModule):
         true = batch["solution"]
         per_sample_mse = ((pred - true) / self.model.std).pow(2).flatten(1).mean(dim=1)
         return {"loss": per_sample_mse, "nrmse": M.nrmse_per_sample(pred, true)}
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._update_metrics(batch)
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._update_metrics(batch)
-
-    def _update_metrics(self, batch: dict[str, torch.Tensor]) -> None:
-        values = self.evaluate_batch(batch)
-        for name, per_sample in values.items():
-            self.val_metrics[name].update(per_sample)
-        for index, task in enumerate(self.task_names):
-            mask = batch["task"] == index
-            if mask.any():
-                self.val_metrics[f"{task}/nrmse"].update(values["nrmse"][mask])
-
-    def _log_metrics(self, prefix: str) -> None:
-        for name, metric in self.val_metrics.items():
-            if metric.update_count:
-                self.log(f"{prefix}/{name}", metric.compute(), prog_bar=name == "nrmse")
-            metric.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_metrics("test")
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        return build_optimization(
-            self.cfg.optimizer,
-            self.model,
-            int(self.trainer.estimated_stepping_batches),
-            fused=self.cfg.trainer.gradient_clip_val is None,
-        )
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        meta = make_metadata("physics", self.stage, to_dict(self.cfg), self.model)
-        meta["tasks"] = self.task_names
-        checkpoint[META_KEY] = meta
 
 
 def load_steady_prior(path: str | Path) -> tuple[SteadyPrior, PhysicsConfig, list[str]]:

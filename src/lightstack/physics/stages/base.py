@@ -1,0 +1,84 @@
+"""What every physics stage shares: per-sample validation metrics, optimisation, checkpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+
+from lightstack.core.checkpoints import META_KEY, make_metadata
+from lightstack.core.config import to_dict
+from lightstack.core.optim import build_optimization
+from lightstack.physics.config import PhysicsConfig
+
+
+class PhysicsStage(L.LightningModule):
+    """A stage holds ``self.model`` and the loss; subclasses add ``training_step`` and
+    ``evaluate_batch`` (per-sample values of ``metric_names``, ``"nrmse"`` among them).
+
+    Validation and test average those values over samples (``torchmetrics.MeanMetric``, which
+    also reduces across processes) and log them as ``val/<name>`` / ``test/<name>``, plus
+    ``<task>/nrmse`` per task.
+    """
+
+    stage: str
+    metric_names: tuple[str, ...] = ("nrmse",)
+
+    def __init__(self, cfg: PhysicsConfig, task_names: list[str]):
+        super().__init__()
+        self.cfg = cfg
+        self.task_names = list(task_names)
+        names = [*self.metric_names, *(f"{t}/nrmse" for t in self.task_names)]
+        self.val_metrics = nn.ModuleDict({name: MeanMetric() for name in names})
+
+    def evaluate_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def trainable_module(self) -> nn.Module:
+        """The part of the model the optimizer steps (the whole model unless a stage says)."""
+        return self.model
+
+    # --- validation / test -------------------------------------------------------------------
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._update_metrics(batch)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._update_metrics(batch)
+
+    def _update_metrics(self, batch: dict[str, torch.Tensor]) -> None:
+        values = self.evaluate_batch(batch)
+        for name, per_sample in values.items():
+            self.val_metrics[name].update(per_sample)
+        for index, task in enumerate(self.task_names):
+            mask = batch["task"] == index
+            if mask.any():
+                self.val_metrics[f"{task}/nrmse"].update(values["nrmse"][mask])
+
+    def _log_metrics(self, prefix: str) -> None:
+        for name, metric in self.val_metrics.items():
+            if metric.update_count:
+                self.log(f"{prefix}/{name}", metric.compute(), prog_bar=name == "nrmse")
+            metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    # --- optimisation and checkpoints --------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        return build_optimization(
+            self.cfg.optimizer,
+            self.trainable_module(),
+            int(self.trainer.estimated_stepping_batches),
+            fused=self.cfg.trainer.gradient_clip_val is None,
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        meta = make_metadata("physics", self.stage, to_dict(self.cfg), self.model)
+        meta["tasks"] = self.task_names
+        checkpoint[META_KEY] = meta
