@@ -16,10 +16,7 @@ import numpy as np
 from lightstack.physics.data.generate.common import (
     Progress,
     SineSumIC,
-    cell_centres,
-    check_common,
-    save_times,
-    write_1d_batches,
+    generate_sine_sum_1d,
 )
 
 
@@ -47,13 +44,20 @@ def generate(
     batch_size: int = 50,
 ) -> Path:
     """PDEBench ``1D_Advection_Sols_beta{beta}.hdf5``: ``tensor`` ``(samples, 201, nx)``."""
-    check_common(samples, batch_size, nx=nx)
-    n_times, t_coordinate = save_times(t_end, dt_save)
-    x = cell_centres(nx)
-    ic = SineSumIC.sample(np.random.default_rng(seed), samples)
 
-    def solve(batch: slice) -> np.ndarray:
-        return advect_exact(ic[batch], x, beta, t_coordinate[:n_times])
+    def solve(ic: SineSumIC, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return advect_exact(ic, x, beta, t)
 
-    attrs = {"beta": float(beta), "generator": "advection1d", "seed": int(seed)}
-    return write_1d_batches(out, samples, batch_size, x, t_coordinate, attrs, solve, progress)
+    attrs = {"beta": float(beta), "generator": "advection1d"}
+    return generate_sine_sum_1d(
+        out,
+        samples,
+        seed,
+        progress,
+        solve,
+        attrs,
+        nx=nx,
+        t_end=t_end,
+        dt_save=dt_save,
+        batch_size=batch_size,
+    )

@@ -23,12 +23,9 @@ from lightstack.physics.data.generate.common import (
     Progress,
     SineSumIC,
     angular_wavenumbers,
-    cell_centres,
-    check_common,
     dealias_mask,
+    generate_sine_sum_1d,
     require,
-    save_times,
-    write_1d_batches,
 )
 
 
@@ -95,13 +92,20 @@ def generate(
     batch_size: int = 50,
 ) -> Path:
     """PDEBench ``1D_Burgers_Sols_Nu{nu}.hdf5``: ``tensor`` ``(samples, 201, nx)`` by default."""
-    check_common(samples, batch_size, nx=nx)
-    n_times, t_coordinate = save_times(t_end, dt_save)
-    x = cell_centres(nx)
-    ic = SineSumIC.sample(np.random.default_rng(seed), samples)
 
-    def solve(batch: slice) -> np.ndarray:
-        return solve_burgers(ic[batch](x), nu, dt_save, n_times - 1, cfl)
+    def solve(ic: SineSumIC, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return solve_burgers(ic(x), nu, dt_save, len(t) - 1, cfl)
 
-    attrs = {"Nu": float(nu), "generator": "burgers1d", "seed": int(seed)}
-    return write_1d_batches(out, samples, batch_size, x, t_coordinate, attrs, solve, progress)
+    attrs = {"Nu": float(nu), "generator": "burgers1d"}
+    return generate_sine_sum_1d(
+        out,
+        samples,
+        seed,
+        progress,
+        solve,
+        attrs,
+        nx=nx,
+        t_end=t_end,
+        dt_save=dt_save,
+        batch_size=batch_size,
+    )

@@ -178,20 +178,33 @@ class IFRK4:
         return uh
 
 
-def write_1d_batches(
+def generate_sine_sum_1d(
     out: Path,
     samples: int,
-    batch_size: int,
-    x: np.ndarray,
-    t_coordinate: np.ndarray,
-    attrs: dict[str, Any],
-    solve: Callable[[slice], np.ndarray],
+    seed: int,
     progress: Progress | None,
+    solve: Callable[[SineSumIC, np.ndarray, np.ndarray], np.ndarray],
+    attrs: dict[str, Any],
+    *,
+    nx: int,
+    t_end: float,
+    dt_save: float,
+    batch_size: int,
 ) -> Path:
-    """Solve ``samples`` in batches (``solve(batch) -> (B, T, X)``) into a PDEBench 1D file."""
-    with create_1d(out, samples, len(t_coordinate) - 1, x, t_coordinate, attrs) as tensor:
+    """A PDEBench 1D file of ``samples`` trajectories from PDEBench's sine-sum initial states.
+
+    ``solve(ic, x, t)`` maps a batch of initial conditions, the cell centres and the save
+    times (first snapshot at ``t[0] = 0``) to ``(B, len(t), nx)``; batches are written as they
+    are solved. ``attrs`` (the PDE parameters and the generator's name) get the seed added.
+    """
+    check_common(samples, batch_size, nx=nx)
+    n_times, t_coordinate = save_times(t_end, dt_save)
+    x = cell_centres(nx)
+    ic = SineSumIC.sample(np.random.default_rng(seed), samples)
+    attrs = {**attrs, "seed": int(seed)}
+    with create_1d(out, samples, n_times, x, t_coordinate, attrs) as tensor:
         for batch in batches(samples, batch_size):
-            tensor[batch] = solve(batch).astype(np.float32)
+            tensor[batch] = solve(ic[batch], x, t_coordinate[:n_times]).astype(np.float32)
             if progress is not None:
                 progress(batch.stop, samples)
     return out

@@ -18,13 +18,10 @@ from lightstack.physics.data.generate.common import (
     Progress,
     SineSumIC,
     angular_wavenumbers,
-    cell_centres,
-    check_common,
     dealias_mask,
+    generate_sine_sum_1d,
     normalize_unit,
     require,
-    save_times,
-    write_1d_batches,
 )
 
 MAX_RHO_DT = 0.05
@@ -69,13 +66,20 @@ def generate(
     batch_size: int = 50,
 ) -> Path:
     """PDEBench ``ReacDiff_Nu{nu}_Rho{rho}.hdf5``: ``tensor`` ``(samples, 101, nx)``."""
-    check_common(samples, batch_size, nx=nx)
-    n_times, t_coordinate = save_times(t_end, dt_save)
-    x = cell_centres(nx)
-    ic = SineSumIC.sample(np.random.default_rng(seed), samples)
 
-    def solve(batch: slice) -> np.ndarray:
-        return solve_diffreact(normalize_unit(ic[batch](x)), nu, rho, dt_save, n_times - 1)
+    def solve(ic: SineSumIC, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return solve_diffreact(normalize_unit(ic(x)), nu, rho, dt_save, len(t) - 1)
 
-    attrs = {"Nu": float(nu), "rho": float(rho), "generator": "diffreact1d", "seed": int(seed)}
-    return write_1d_batches(out, samples, batch_size, x, t_coordinate, attrs, solve, progress)
+    attrs = {"Nu": float(nu), "rho": float(rho), "generator": "diffreact1d"}
+    return generate_sine_sum_1d(
+        out,
+        samples,
+        seed,
+        progress,
+        solve,
+        attrs,
+        nx=nx,
+        t_end=t_end,
+        dt_save=dt_save,
+        batch_size=batch_size,
+    )
