@@ -16,6 +16,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from lightstack.core.callbacks.steps import EveryNOptimizerSteps
+
 Point = Literal["train_epoch_end", "validation_end"]
 GB = 1e9
 
@@ -48,7 +50,7 @@ class MemoryCleanup(Callback):
         self.points = set(points)
         self.every_n_train_steps = every_n_train_steps
         self.history: list[dict[str, Any]] = []
-        self._last_step = -1
+        self._every = EveryNOptimizerSteps(every_n_train_steps)
 
     def cleanup(self, trainer: L.Trainer, pl_module: L.LightningModule, point: str) -> float:
         """Free memory now; returns the GB of CUDA cache released."""
@@ -75,10 +77,7 @@ class MemoryCleanup(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        step, n = trainer.global_step, self.every_n_train_steps
-        # global_step counts optimizer steps; with accumulation it repeats over micro-batches
-        if n and step and step % n == 0 and step != self._last_step:
-            self._last_step = step
+        if self._every.due(trainer.global_step):
             self.cleanup(trainer, pl_module, "train_step")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

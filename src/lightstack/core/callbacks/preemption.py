@@ -36,6 +36,8 @@ from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lightstack.core.callbacks.steps import EveryNOptimizerSteps
+
 LAST_NAME = "last.ckpt"
 
 
@@ -131,7 +133,7 @@ class StepCheckpoint(Checkpoint):
             raise ValueError(f"every_n_train_steps must be >= 1, got {every_n_train_steps}")
         self.dirpath = Path(dirpath)
         self.every_n_train_steps = every_n_train_steps
-        self._saved_step = -1
+        self._every = EveryNOptimizerSteps(every_n_train_steps)
 
     def on_train_batch_end(
         self,
@@ -141,12 +143,8 @@ class StepCheckpoint(Checkpoint):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        step = trainer.global_step
-        # with gradient accumulation global_step repeats over the micro-batches of a step
-        if step == self._saved_step or step % self.every_n_train_steps or step == 0:
-            return
-        self._saved_step = step
-        save_last(trainer, self.dirpath)
+        if self._every.due(trainer.global_step):
+            save_last(trainer, self.dirpath)
 
 
 def _requeue_slurm_job() -> bool:
