@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import BaseFinetuning, Callback
 from torch.optim.lr_scheduler import LambdaLR
 
 from lightstack.core.config import OptimizerConfig, SchedulerConfig
-from lightstack.core.optim import HybridOptimizer, build_optimization, build_optimizer, lr_lambda
+from lightstack.core.optim import HybridOptimizer, build_optimization, build_optimizer, WarmupCosine
 
 MUON = OptimizerConfig(name="muon", lr=1e-3, muon_lr=0.02, scheduler={"name": "none"})
 
@@ -85,13 +85,13 @@ def test_lambda_lr_schedules_both_groups(toy):
 
 
 def test_warmup_cosine_values():
-    f = lr_lambda(SchedulerConfig(warmup_steps=4, min_lr_ratio=0.1), total_steps=104)
+    f = WarmupCosine(SchedulerConfig(warmup_steps=4, min_lr_ratio=0.1), total_steps=104)
     assert [f(s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert f(4) == pytest.approx(1.0)
     assert f(54) == pytest.approx(0.1 + 0.9 * 0.5)  # half way through the cosine
     assert f(104) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
     assert f(30) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 26 / 100)))
-    constant = lr_lambda(SchedulerConfig(name="constant", warmup_steps=2), total_steps=10)
+    constant = WarmupCosine(SchedulerConfig(name="constant", warmup_steps=2), total_steps=10)
     assert [constant(s) for s in (0, 1, 2, 9)] == [0.5, 1.0, 1.0, 1.0]
 
 

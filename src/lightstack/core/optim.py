@@ -141,19 +141,30 @@ def build_optimizer(
     return HybridOptimizer(optimizers)
 
 
-def lr_lambda(cfg: SchedulerConfig, total_steps: int) -> Callable[[int], float]:
-    """Linear warm-up then cosine decay to ``min_lr_ratio`` (or constant) as a multiplier."""
+class WarmupCosine:
+    """LR multiplier: linear warm-up, then cosine decay to ``min_lr_ratio`` (or constant).
 
-    def factor(step: int) -> float:
-        if cfg.warmup_steps and step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        if cfg.name == "constant" or total_steps <= cfg.warmup_steps:
+    An object rather than a closure: ``total_steps`` can be set below ``planned_steps`` while
+    training runs (``TimeBudgetSchedule`` does so when ``trainer.max_time`` ends the run before
+    the step budget), and ``LambdaLR.state_dict`` saves it, so a resumed run keeps that horizon.
+    """
+
+    def __init__(self, cfg: SchedulerConfig, total_steps: int):
+        self.name = cfg.name
+        self.warmup_steps = cfg.warmup_steps
+        self.min_lr_ratio = cfg.min_lr_ratio
+        self.planned_steps = max(1, total_steps)
+        self.total_steps = self.planned_steps
+
+    def __call__(self, step: int) -> float:
+        if self.warmup_steps and step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.name == "constant" or self.total_steps <= self.warmup_steps:
             return 1.0
-        progress = min(1.0, (step - cfg.warmup_steps) / (total_steps - cfg.warmup_steps))
+        decay_steps = self.total_steps - self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / decay_steps)
         cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
-        return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * cosine
-
-    return factor
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine
 
 
 def build_optimization(
@@ -163,7 +174,7 @@ def build_optimization(
     optimizer = build_optimizer(cfg, module, fused)
     if cfg.scheduler.name == "none":
         return {"optimizer": optimizer}
-    scheduler = LambdaLR(optimizer, lr_lambda(cfg.scheduler, max(1, total_steps)))
+    scheduler = LambdaLR(optimizer, WarmupCosine(cfg.scheduler, total_steps))
     return {
         "optimizer": optimizer,
         "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},

@@ -37,6 +37,7 @@ from lightstack.core.callbacks.nan_guard import FiniteModelCheckpoint, NaNGuard
 from lightstack.core.callbacks.oom_recovery import BuildTrainer, fit_with_oom_recovery
 from lightstack.core.callbacks.preemption import Preemption, StepCheckpoint
 from lightstack.core.callbacks.throughput import ThroughputMonitor
+from lightstack.core.callbacks.time_budget import TimeBudgetSchedule
 from lightstack.core.checkpoints import AtomicCheckpointIO
 from lightstack.core.config import C, RunConfig, apply_updates, loader_section, save_config
 from lightstack.core.io import atomic_write_json
@@ -89,6 +90,8 @@ def build_callbacks(cfg: RunConfig, run_dir: Path, default_monitor: str) -> list
         Timer(duration=cfg.trainer.max_time, interval="step"),
         *_progress_bar(cfg.logging.progress_bar),
     ]
+    if cfg.trainer.max_time:
+        callbacks.append(TimeBudgetSchedule())
     if cfg.logging.loggers:  # the LR monitor needs a logger
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     es = cfg.training.early_stopping
