@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import BaseFinetuning, Callback
 from torch.optim.lr_scheduler import LambdaLR
 
 from lightstack.core.config import OptimizerConfig, SchedulerConfig
-from lightstack.core.optim import HybridOptimizer, build_optimization, build_optimizer, WarmupCosine
+from lightstack.core.optim import HybridOptimizer, WarmupCosine, build_optimization, build_optimizer
 
 MUON = OptimizerConfig(name="muon", lr=1e-3, muon_lr=0.02, scheduler={"name": "none"})
 

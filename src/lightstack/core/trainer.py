@@ -17,9 +17,7 @@ from lightning.pytorch.callbacks import (
     Callback,
     EarlyStopping,
     LearningRateMonitor,
-    RichProgressBar,
     Timer,
-    TQDMProgressBar,
 )
 from lightning.pytorch.profilers import (
     AdvancedProfiler,
@@ -36,6 +34,7 @@ from lightstack.core.callbacks.memory import MemoryCleanup
 from lightstack.core.callbacks.nan_guard import FiniteModelCheckpoint, NaNGuard
 from lightstack.core.callbacks.oom_recovery import BuildTrainer, fit_with_oom_recovery
 from lightstack.core.callbacks.preemption import Preemption, StepCheckpoint
+from lightstack.core.callbacks.progress import ThrottledRichProgressBar, ThrottledTQDMProgressBar
 from lightstack.core.callbacks.throughput import ThroughputMonitor
 from lightstack.core.callbacks.time_budget import TimeBudgetSchedule
 from lightstack.core.checkpoints import AtomicCheckpointIO
@@ -59,9 +58,9 @@ def resolve_monitor(cfg: RunConfig, default: str) -> tuple[str, str]:
 
 def _progress_bar(kind: str) -> list[Callback]:
     if kind == "rich":
-        return [RichProgressBar(leave=True)]
+        return [ThrottledRichProgressBar(leave=True)]
     if kind == "tqdm":
-        return [TQDMProgressBar()]
+        return [ThrottledTQDMProgressBar()]
     return []
 
 

@@ -63,7 +63,7 @@ class VideoModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         _, total, parts = self._loss(batch)
         size = len(batch["id"])
-        self.log("train/loss", total, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+        self.log("train/loss", total, on_step=True, on_epoch=True, batch_size=size)
         self.log_dict(
             {f"train/{task}/loss": value for task, value in parts.items()},
             on_step=False,

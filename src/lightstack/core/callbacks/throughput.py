@@ -109,5 +109,7 @@ class ThroughputMonitor(Callback):
         if flops and self.peak_flops:
             per_device = metrics["perf/samples_per_s"] / trainer.world_size
             metrics["perf/mfu"] = per_device * flops / self.peak_flops
-        pl_module.log_dict(metrics, on_step=True, on_epoch=False, rank_zero_only=True)
+        # Host tensors: a Python number would be copied to the device, a copy that waits for it.
+        host = {name: torch.tensor(value) for name, value in metrics.items()}
+        pl_module.log_dict(host, on_step=True, on_epoch=False, rank_zero_only=True)
         self._t0, self._samples, self._batches = now, 0, 0

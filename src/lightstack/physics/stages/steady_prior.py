@@ -55,7 +55,7 @@ class SteadyPriorStage(PhysicsStage):
             coords, truth = coords[:, index], truth[:, index]
         z = self.model.map(self.model.encode(batch["coefficient"], grid), batch["params"])
         loss = self._mse(self.model.decode(z, coords, self.model.token_centres(grid)), truth)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/loss", loss, on_step=True, on_epoch=True)
         return loss
 
     def evaluate_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,92 @@
+"""Progress bars that read metrics at their own rate instead of after every training batch.
+
+Two things make a host wait for the device at every step of a Lightning run:
+
+- a value logged with ``prog_bar=True`` in ``training_step``: Lightning converts every
+  progress-bar value to a Python number after each batch (``.item()``, whether or not a bar is
+  shown), so the host cannot queue the next step while the device works on this one;
+- the bars themselves, which fetch those metrics after every batch.
+
+So lightstack logs per-step values without ``prog_bar`` and these bars show the logged metrics
+named in ``show`` (``trainer.callback_metrics``: the latest step value during an epoch, the
+epoch value at its end) next to the usual progress-bar metrics. They advance every batch but
+read metrics at most every ``metrics_interval_s`` seconds during training batches (one sync
+per read), and always at epoch and validation ends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
+
+DEFAULT_SHOW = ("train/loss",)
+
+
+class _ThrottledMetrics(ProgressBar):
+    """``get_metrics`` cached for ``metrics_interval_s`` seconds during training batches."""
+
+    metrics_interval_s: float = 1.0
+    show: tuple[str, ...] = DEFAULT_SHOW
+    _in_train_batch: bool = False
+    _cached: dict[str, Any] | None = None
+    _read_at: float = 0.0
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        now = time.monotonic()
+        due = now - self._read_at >= self.metrics_interval_s
+        if self._cached is not None and self._in_train_batch and not due:
+            return self._cached
+        metrics = super().get_metrics(trainer, pl_module)
+        logged = trainer.callback_metrics
+        for key in self.show:
+            if key in logged and key not in metrics:
+                metrics[key] = float(logged[key])
+        self._cached, self._read_at = metrics, now
+        return metrics
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        self._in_train_batch = True
+        try:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        finally:
+            self._in_train_batch = False
+
+
+class ThrottledRichProgressBar(_ThrottledMetrics, RichProgressBar):
+    """``RichProgressBar`` showing ``show`` and reading metrics every ``metrics_interval_s``."""
+
+    def __init__(
+        self,
+        metrics_interval_s: float = 1.0,
+        show: Sequence[str] = DEFAULT_SHOW,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.metrics_interval_s = metrics_interval_s
+        self.show = tuple(show)
+
+
+class ThrottledTQDMProgressBar(_ThrottledMetrics, TQDMProgressBar):
+    """``TQDMProgressBar`` showing ``show`` and reading metrics every ``metrics_interval_s``."""
+
+    def __init__(
+        self,
+        metrics_interval_s: float = 1.0,
+        show: Sequence[str] = DEFAULT_SHOW,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.metrics_interval_s = metrics_interval_s
+        self.show = tuple(show)
