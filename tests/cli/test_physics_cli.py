@@ -1,6 +1,7 @@
 """The physics commands end to end through the CLI, on tiny generated data."""
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 from lightstack.cli import app
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def invoke(*args: str):
@@ -70,27 +72,35 @@ def test_config_validate_unknown_family(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_beats_persistence_then_eval(tmp_path, burgers_file):
-    """Half a minute of CPU training on a small Burgers set beats persistence clearly.
+def test_train_beats_persistence_then_eval(tmp_path):
+    """A minute of CPU training on a smaller set beats persistence at least 3x one step ahead.
 
-    Measured 1.8x (64 samples, 64 points, 1200 steps); the 3x the roadmap asks of a one-minute
-    CPU run is not reached yet, so this guards the 1.5x the model does reach.
+    The quickstart's model and recipe on 128 samples (instead of 200), generated and reduced as
+    the quickstart's (1024 cells -> 256 points, every 10th snapshot), for 1000 steps instead of
+    3.5 minutes. Measured 6.4x (one thread, two runs side by side on 2 cores).
     """
-    cfg = tmp_path / "small.yaml"
-    cfg.write_text(
-        "family: physics\nname: small\n"
-        "data: {reduced_resolution: 4, reduced_resolution_t: 10, loader: {batch_size: 16}}\n"
-        "model: {width: 48, heads: 4, patch_size: 4, operator_depth: 2}\n"
-        "loss: {rollout_horizon: 2, query_points: 32}\n"
-        "optimizer: {lr: 2.0e-3, scheduler: {name: cosine, warmup_steps: 100}}\n"
-        "trainer: {accelerator: cpu, devices: 1, max_epochs: 100, max_steps: 1200}\n"
-        "logging: {progress_bar: none, loggers: [csv]}\n"
+    data = tmp_path / "burgers.h5"
+    result = invoke(
+        "physics", "generate", "burgers1d", "--out", data, "--samples", 128, "--seed", 0
     )
+    assert result.exit_code == 0, result.output
     run = tmp_path / "run"
-    result = invoke("physics", "train", "--config", cfg, "--data", burgers_file, "--run-dir", run)
+    result = invoke(
+        "physics",
+        "train",
+        "--config",
+        ROOT / "configs" / "physics" / "quickstart.yaml",
+        "--data",
+        data,
+        "--run-dir",
+        run,
+        "trainer.max_time=null",
+        "trainer.max_steps=1000",
+        "logging.progress_bar=none",
+    )
     assert result.exit_code == 0, result.output
     ckpt = run / "checkpoints" / "best.ckpt"
     result = invoke("physics", "eval", "--ckpt", ckpt, "--run-dir", tmp_path / "eval")
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]["all"]
-    assert metrics["persistence_onestep_nrmse"] >= 1.5 * metrics["onestep_nrmse"], metrics
+    assert metrics["persistence_onestep_nrmse"] >= 3.0 * metrics["onestep_nrmse"], metrics

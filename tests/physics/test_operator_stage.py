@@ -27,8 +27,21 @@ def test_run_directory_holds_config_checkpoints_history(trained):
         "val/burgers/nrmse",
         "train/L_recon",
         "train/L_onestep",
+        "train/L_latent",
     } <= set(history[-1])
     assert all(row["val/nrmse"] > 0 for row in history)
+
+
+def test_task_names_may_hold_dots(tiny_config, tmp_path):
+    """PDEBench file stems such as ``1D_Burgers_Sols_Nu0.01`` name tasks and their metrics."""
+    cfg = tiny_config(
+        "data.task_names=['1D_Burgers_Sols_Nu0.01']",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+    )
+    result = train(cfg, tmp_path / "run")
+    assert "val/1D_Burgers_Sols_Nu0.01/nrmse" in result.metrics
 
 
 def test_checkpoint_is_self_describing(trained):

@@ -101,6 +101,12 @@ class OperatorLossConfig(Section):
     onestep: float = Field(1.0, ge=0)
     rollout: float = Field(1.0, ge=0)
     recon: float = Field(1.0, ge=0)
+    latent: float = Field(
+        1.0,
+        ge=0,
+        description="latent prediction loss: each unrolled latent state against the encoding of "
+        "the true snapshot (a stop-gradient target)",
+    )
     spectral: float = Field(0.0, ge=0)
     autoencoder_warmup_epochs: int = Field(0, ge=0, description="train only recon first")
     query_points: int | None = Field(

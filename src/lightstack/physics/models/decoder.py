@@ -47,7 +47,9 @@ class PointDecoder(nn.Module):
         spacing = (centres.amax(dim=1) - centres.amin(dim=1)).amax(dim=-1) / max(
             centres.shape[1] ** (1 / centres.shape[-1]) - 1, 1
         )
-        dist2 = torch.cdist(coords, centres).pow(2) / spacing.clamp_min(1e-6).pow(2)[:, None, None]
+        # float32: cdist has no bf16 kernel on the CPU, and squared distances want the precision
+        dist2 = torch.cdist(coords.float(), centres.float()).pow(2)
+        dist2 = dist2 / spacing.float().clamp_min(1e-6).pow(2)[:, None, None]
         return -self.log_locality.exp()[None, :, None, None] * dist2[:, None]
 
     def forward(self, z: torch.Tensor, coords: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:

@@ -31,8 +31,12 @@ class PhysicsStage(L.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.task_names = list(task_names)
-        names = [*self.metric_names, *(f"{t}/nrmse" for t in self.task_names)]
-        self.val_metrics = nn.ModuleDict({name: MeanMetric() for name in names})
+        # a list, not a ModuleDict: task names are file stems, which may hold dots
+        self.val_metric_names = [*self.metric_names, *(f"{t}/nrmse" for t in self.task_names)]
+        self.val_metrics = nn.ModuleList(MeanMetric() for _ in self.val_metric_names)
+
+    def _val_metric(self, name: str) -> MeanMetric:
+        return self.val_metrics[self.val_metric_names.index(name)]
 
     def evaluate_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -51,14 +55,14 @@ class PhysicsStage(L.LightningModule):
     def _update_metrics(self, batch: dict[str, torch.Tensor]) -> None:
         values = self.evaluate_batch(batch)
         for name, per_sample in values.items():
-            self.val_metrics[name].update(per_sample)
+            self._val_metric(name).update(per_sample)
         for index, task in enumerate(self.task_names):
             mask = batch["task"] == index
             if mask.any():
-                self.val_metrics[f"{task}/nrmse"].update(values["nrmse"][mask])
+                self._val_metric(f"{task}/nrmse").update(values["nrmse"][mask])
 
     def _log_metrics(self, prefix: str) -> None:
-        for name, metric in self.val_metrics.items():
+        for name, metric in zip(self.val_metric_names, self.val_metrics, strict=True):
             if metric.update_count:
                 self.log(f"{prefix}/{name}", metric.compute(), prog_bar=name == "nrmse")
             metric.reset()
