@@ -52,8 +52,9 @@ def history(run_dir: Path) -> list[dict]:
     return json.loads((run_dir / "history.json").read_text())
 
 
-def test_registry_names_the_four_stages():
-    assert set(STAGES) == {"operator", "diff_residual", "consistency_distill", "steady_prior"}
+def test_registry_names_the_four_stages_and_the_fno_baseline():
+    stages = {"operator", "diff_residual", "consistency_distill", "steady_prior", "fno"}
+    assert set(STAGES) == stages
 
 
 # --- hand-off errors, all raised before any training ----------------------------------------

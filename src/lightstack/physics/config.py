@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from lightstack.core.config import DataLoaderConfig, RunConfig, Section
 
-Stage = Literal["operator", "diff_residual", "consistency_distill", "steady_prior"]
+Stage = Literal["operator", "diff_residual", "consistency_distill", "steady_prior", "fno"]
 
 
 class PhysicsDataConfig(Section):
@@ -204,7 +204,12 @@ class PipelineConfig(Section):
 class LatentCacheConfig(Section):
     """Encoded latents kept on disk so later stages can train without running the encoder."""
 
-    enabled: bool = False
+    enabled: bool = Field(
+        False,
+        description="diff_residual and consistency_distill train on cached latents (no encoder "
+        "in training steps); off by default because it writes the encoded training split to "
+        "disk",
+    )
     root: str = Field("runs/latent_cache", description="folder holding one entry per cache key")
     dtype: Literal["float32", "float16"] = "float32"
     batch_size: int = Field(16, ge=1, description="trajectories encoded at once")
@@ -288,6 +293,20 @@ class SteadyConfig(Section):
     )
 
 
+class FNOConfig(Section):
+    """Stage ``fno``: neuraloperator's Fourier neural operator as a one-step baseline.
+
+    Needs the ``[baselines]`` extra. The grid coordinates (and any PDE parameters) are extra
+    input channels, as in PDEBench's FNO. ``modes`` counts as neuraloperator's ``n_modes``
+    does: wavenumbers up to about ``modes / 2`` in size, so the last axis keeps
+    ``modes // 2 + 1`` coefficients of its real FFT (PDEBench's FNO counts those coefficients).
+    """
+
+    modes: int = Field(32, ge=2, description="Fourier modes per axis, neuraloperator's n_modes")
+    width: int = Field(64, ge=1, description="hidden channels")
+    layers: int = Field(4, ge=1, description="Fourier layers")
+
+
 class PhysicsConfig(RunConfig):
     family: Literal["physics"] = "physics"
     stage: Stage = "operator"
@@ -302,6 +321,7 @@ class PhysicsConfig(RunConfig):
     diffusion: DiffusionConfig = DiffusionConfig()
     consistency: ConsistencyConfig = ConsistencyConfig()
     steady: SteadyConfig = SteadyConfig()
+    fno: FNOConfig = FNOConfig()
     gates: dict[str, GateSpec | None] = Field(
         default_factory=dict, description="metric name -> bounds; null switches a gate off"
     )

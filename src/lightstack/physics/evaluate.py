@@ -38,7 +38,7 @@ from lightstack.physics.stages.correctors import compare_correctors, load_correc
 from lightstack.physics.stages.steady_prior import evaluate_steady, load_steady_prior
 
 Engine = Literal["torch", "lightning"]
-ROLLOUT_STAGES = ("operator", "diff_residual", "consistency_distill")
+ROLLOUT_STAGES = ("operator", "diff_residual", "consistency_distill", "fno")
 
 
 def load_surrogate(path: str | Path) -> tuple[LatentSurrogate, PhysicsConfig, list[str]]:
@@ -54,8 +54,8 @@ def load_predictor(path: str | Path) -> tuple[nn.Module, PhysicsConfig, list[str
     """The model a checkpoint of any time-dependent stage rolls out, in physical units.
 
     ``operator``: the surrogate; ``diff_residual``: the surrogate corrected by its diffusion
-    model; ``consistency_distill``: corrected by the distilled student. Each has the
-    surrogate's ``forward`` (one step) and ``rollout``.
+    model; ``consistency_distill``: corrected by the distilled student; ``fno``: the FNO
+    baseline. Each has the surrogate's ``forward`` (one step) and ``rollout``.
     """
     meta = checkpoint_metadata(load_checkpoint(path), path, "physics")
     stage = meta.get("stage")
@@ -66,6 +66,10 @@ def load_predictor(path: str | Path) -> tuple[nn.Module, PhysicsConfig, list[str
         )
     if stage == "operator":
         return load_surrogate(path)
+    if stage == "fno":
+        from lightstack.physics.stages.fno_baseline import load_fno
+
+        return load_fno(path)
     from lightstack.physics.stages.correctors import load_correctors
 
     teacher, student, cfg, tasks = load_correctors(path)

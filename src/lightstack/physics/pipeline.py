@@ -117,6 +117,7 @@ def check_order(cfg: PhysicsConfig) -> None:
 def fingerprint(cfg: PhysicsConfig) -> str:
     """Hash of the fields that change what a stage learns (see ``UNTRAINED_FIELDS``)."""
     data = {k: v for k, v in to_dict(cfg).items() if k not in UNTRAINED_FIELDS}
+    data["cache"] = {"dtype": cfg.cache.dtype}  # where and whether latents are cached: no change
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

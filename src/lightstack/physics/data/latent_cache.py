@@ -8,6 +8,7 @@ select and reduce samples, the cached splits and dtype, and a hash of the encode
 normalisation statistics. Change any of them and a new entry is built; change anything else
 (batch size, epochs, learning rate) and the entry is reused. An entry is built in a temporary
 folder and renamed into place when complete, so a killed build is never read.
+``latent_datamodule.LatentCacheDataModule`` serves an entry's windows as training batches.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,6 +182,10 @@ def _complete(path: Path, key: str) -> dict[str, Any] | None:
     return meta
 
 
+Advance = Callable[[int], None]
+"""Called with the number of trajectories just encoded."""
+
+
 @torch.no_grad()
 def _encode_split(
     model: LatentSurrogate,
@@ -188,6 +194,7 @@ def _encode_split(
     batch_size: int,
     dtype: str,
     device: torch.device,
+    advance: Advance | None = None,
 ) -> list[int]:
     """Encode every trajectory of ``part`` (not empty) into the array ``out``; return its shape."""
     loader = DataLoader(part, batch_size=batch_size, shuffle=False)
@@ -204,6 +211,8 @@ def _encode_split(
             array = np.lib.format.open_memmap(out, mode="w+", dtype=dtype, shape=shape)
         array[row : row + b] = z.cpu().numpy().astype(dtype)
         row += b
+        if advance is not None:
+            advance(b)
     array.flush()
     return list(array.shape)
 
@@ -213,10 +222,15 @@ def open_or_build(
     dm: PDEDataModule,
     cfg: LatentCacheConfig,
     splits: list[str] | tuple[str, ...] = ("train", "val"),
+    device: torch.device | str | None = None,
+    progress: Callable[[int], Advance] | None = None,
 ) -> LatentCache:
     """The cache entry for ``model`` on ``dm``'s data: reused when complete, else built.
 
-    Encoding runs where ``model`` is, in eval mode; its mode is restored afterwards.
+    A build encodes on ``device`` (default: where ``model`` is) in eval mode; the model's
+    device and mode are restored afterwards. ``progress(total)`` is called once a build starts,
+    with the number of trajectories to encode, and returns the callback that is told how many
+    were just encoded (a progress bar).
     """
     splits = list(splits)
     key, description = cache_key(dm.cfg, model, splits, cfg.dtype)
@@ -225,21 +239,28 @@ def open_or_build(
     meta = _complete(path, key)
     if meta is not None:
         return LatentCache(path, meta, built=False)
+    parts = {split: dm.windows(split, None).datasets for split in splits}
+    advance = None
+    if progress is not None:
+        advance = progress(sum(len(part) for split in splits for part in parts[split]))
     if path.exists():
         shutil.rmtree(path)
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=root))
     was_training = model.training
-    device = next(model.parameters()).device
+    home = next(model.parameters()).device
+    device = home if device is None else torch.device(device)
     try:
-        model.eval()
+        model.to(device).eval()
         arrays = []
         for split in splits:
-            for index, part in enumerate(dm.windows(split, None).datasets):
+            for index, part in enumerate(parts[split]):
                 if len(part) == 0:
                     continue
                 name = f"{split}-{index}.npy"
-                shape = _encode_split(model, part, tmp / name, cfg.batch_size, cfg.dtype, device)
+                shape = _encode_split(
+                    model, part, tmp / name, cfg.batch_size, cfg.dtype, device, advance
+                )
                 arrays.append(
                     {
                         "split": split,
@@ -262,7 +283,7 @@ def open_or_build(
                 raise
             return LatentCache(path, meta, built=False)
     finally:
-        model.train(was_training)
+        model.to(home).train(was_training)
         if tmp.exists():
             shutil.rmtree(tmp)
     return LatentCache(path, meta, built=True)

@@ -149,13 +149,20 @@ class LatentCorrector(nn.Module):
         self, fields: torch.Tensor, grid: torch.Tensor, dt: torch.Tensor, params: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every consecutive pair of snapshots of ``fields`` (B, T, *S, C), teacher-forced:
-        denoiser context, operator prediction ``step(encode(u_t))``, target ``encode(u_{t+1})``
-        and conditioning, each with B * (T - 1) rows."""
+        see ``pairs_from_latents``."""
         b, t = fields.shape[:2]
         z = self.surrogate.encode(fields.flatten(0, 1), grid.repeat_interleave(t, dim=0))
-        z = z.unflatten(0, (b, t))
-        dt = dt.repeat_interleave(t - 1)
-        params = params.repeat_interleave(t - 1, dim=0)
+        return self.pairs_from_latents(z.unflatten(0, (b, t)), dt, params)
+
+    def pairs_from_latents(
+        self, z: torch.Tensor, dt: torch.Tensor, params: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every consecutive pair of latent states ``z`` (B, T, N, W): denoiser context,
+        operator prediction ``step(z_t)``, target ``z_{t+1}`` and conditioning, each with
+        B * (T - 1) rows."""
+        steps = z.shape[1] - 1
+        dt = dt.repeat_interleave(steps)
+        params = params.repeat_interleave(steps, dim=0)
         z_in = z[:, :-1].flatten(0, 1)
         z_pred = self.surrogate.step(z_in, dt, params)
         return (

@@ -2,8 +2,9 @@
 
 ``operator`` trains the latent surrogate; ``diff_residual`` a diffusion model of its one-step
 error; ``consistency_distill`` a few-step student of that model; ``steady_prior`` a map from a
-coefficient field to a steady solution (Darcy). ``REQUIRES`` names the stage whose checkpoint
-each stage starts from (``init_from``); it is loaded and checked before any training starts.
+coefficient field to a steady solution (Darcy); ``fno`` a neuraloperator FNO baseline (extra
+``[baselines]``). ``REQUIRES`` names the stage whose checkpoint each stage starts from
+(``init_from``); it is loaded and checked before any training starts.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import lightning as L
 
 from lightstack.physics.config import PhysicsConfig
+from lightstack.physics.data.latent_datamodule import LatentCacheDataModule
 from lightstack.physics.data.steady import SteadyDataModule
 from lightstack.physics.data.windows import PDEDataModule
 from lightstack.physics.stages.consistency_distill import ConsistencyStage
 from lightstack.physics.stages.diff_residual import DiffResidualStage
+from lightstack.physics.stages.fno_baseline import FNOStage
 from lightstack.physics.stages.handoff import load_stage_checkpoint
 from lightstack.physics.stages.operator import OperatorStage
 from lightstack.physics.stages.steady_prior import SteadyPriorStage
@@ -24,13 +27,19 @@ STAGES: dict[str, type[L.LightningModule]] = {
     "diff_residual": DiffResidualStage,
     "consistency_distill": ConsistencyStage,
     "steady_prior": SteadyPriorStage,
+    "fno": FNOStage,
 }
 REQUIRES: dict[str, str | None] = {
     "operator": None,
     "diff_residual": "operator",
     "consistency_distill": "diff_residual",
     "steady_prior": None,
+    "fno": None,
 }
+
+# Stages that train on the latents of a frozen encoder: with cache.enabled they train from the
+# latent cache (LatentCacheDataModule); other stages ignore the cache settings.
+LATENT_CACHE_STAGES = {"diff_residual", "consistency_distill"}
 
 
 def build_datamodule(cfg: PhysicsConfig) -> PDEDataModule:
@@ -38,6 +47,9 @@ def build_datamodule(cfg: PhysicsConfig) -> PDEDataModule:
     ``steady_prior``."""
     if cfg.stage == "steady_prior":
         return SteadyDataModule(cfg.data)
+    if cfg.cache.enabled and cfg.stage in LATENT_CACHE_STAGES:
+        progress = cfg.logging.progress_bar != "none"
+        return LatentCacheDataModule(cfg.data, cfg.loss.rollout_horizon, cfg.cache, progress)
     return PDEDataModule(cfg.data, horizon=cfg.loss.rollout_horizon)
 
 
@@ -53,8 +65,8 @@ def build_stage(cfg: PhysicsConfig, dm: PDEDataModule) -> L.LightningModule:
                 f"stage {cfg.stage!r} does not start from another stage's checkpoint, but "
                 f"init_from is set ({cfg.init_from}); remove it"
             )
-        if cfg.stage == "operator":
-            stage = OperatorStage(cfg, dm.task_names)
+        if cfg.stage in ("operator", "fno"):
+            stage = STAGES[cfg.stage](cfg, dm.task_names)
             stage.model.set_normalization(*dm.field_stats())
             return stage
         if not isinstance(dm, SteadyDataModule):
@@ -64,7 +76,10 @@ def build_stage(cfg: PhysicsConfig, dm: PDEDataModule) -> L.LightningModule:
             )
         return STAGES[cfg.stage].from_datamodule(cfg, dm)
     parent = load_stage_checkpoint(cfg.init_from, requires, cfg)
-    return STAGES[cfg.stage].from_datamodule(cfg, dm, parent)
+    stage = STAGES[cfg.stage].from_datamodule(cfg, dm, parent)
+    if isinstance(dm, LatentCacheDataModule):
+        dm.attach_encoder(stage.model.surrogate)
+    return stage
 
 
 __all__ = ["REQUIRES", "STAGES", "build_datamodule", "build_stage", "load_stage_checkpoint"]

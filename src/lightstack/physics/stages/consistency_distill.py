@@ -6,7 +6,9 @@ and a pair of adjacent levels ``t_n < t_{n+1}`` of the distillation grid, noise 
 ``x_{t_n}``, and pull the student's ``f(x_{t_{n+1}}, t_{n+1})`` towards the EMA student's
 ``f(x_{t_n}, t_n)``. The boundary condition ``f(x, t_0) = x`` anchors the chain at the clean
 end, so the student learns to jump from any level to the end of the teacher's trajectory and
-corrects in one or two steps instead of the teacher's N.
+corrects in one or two steps instead of the teacher's N. Clean residuals come from the same
+teacher-forced pairs as the teacher's, so with ``cache.enabled`` they are built from cached
+latents and training never runs the encoder.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ class ConsistencyStage(CorrectorStage):
         )
         pred = self.model.consistency(x_high, t_high, tokens, cond)
         loss = (pred - target).pow(2).mean()
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/loss", loss, on_step=True, on_epoch=True)
         return loss
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:

@@ -3,7 +3,9 @@
 Training pairs are consecutive snapshots, teacher-forced: the frozen surrogate gives the
 operator's latent prediction ``step(encode(u_t))`` and the target ``encode(u_{t+1})``; their
 difference, divided by its per-channel RMS, is the clean sample of a conditional DDPM whose
-network sees the latent before the step and the operator's prediction. Validation samples the
+network sees the latent before the step and the operator's prediction. With ``cache.enabled``
+the encoded latents come from the latent cache (``LatentCacheDataModule``) and training never
+runs the encoder; the residual scale is measured on the same batches. Validation samples the
 residual with the configured sampler and reports nRMSE in physical space of the corrected
 one-step prediction (``val/nrmse``) and rollout (``val/rollout_nrmse``), beside the operator
 alone (``val/operator_nrmse``, ``val/operator_rollout_nrmse``).
@@ -16,14 +18,25 @@ encoder's manifold.
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from lightstack.physics.config import PhysicsConfig
+from lightstack.physics.data.latent_datamodule import training_windows
 from lightstack.physics.data.windows import PDEDataModule
 from lightstack.physics.eval.metrics import nrmse_per_sample
 from lightstack.physics.models.diffusion import DiffusionResidual, LatentCorrector
 from lightstack.physics.stages.base import PhysicsStage
 from lightstack.physics.stages.handoff import StageCheckpoint
+
+Pairs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def latent_pairs(model: LatentCorrector, batch: dict[str, torch.Tensor]) -> Pairs:
+    """Teacher-forced pairs of a training batch (``LatentCorrector.pairs_from_latents``): from
+    cached latents ``batch["latents"]`` without the encoder, else encoded from ``fields``."""
+    if "latents" in batch:
+        return model.pairs_from_latents(batch["latents"], batch["dt"], batch["params"])
+    return model.latent_pairs(batch["fields"], batch["grid"], batch["dt"], batch["params"])
 
 
 class CorrectorStage(PhysicsStage):
@@ -59,9 +72,7 @@ class CorrectorStage(PhysicsStage):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Scaled residuals (the clean diffusion samples), denoiser context, conditioning."""
         with torch.no_grad():
-            tokens, z_pred, z_true, cond = self.model.latent_pairs(
-                batch["fields"], batch["grid"], batch["dt"], batch["params"]
-            )
+            tokens, z_pred, z_true, cond = latent_pairs(self.model, batch)
             return self.model.scale(z_true - z_pred), tokens, cond
 
     # --- validation / test -------------------------------------------------------------------
@@ -112,21 +123,19 @@ class CorrectorStage(PhysicsStage):
 
 
 @torch.no_grad()
-def residual_rms(model: LatentCorrector, dm: PDEDataModule, batches: int) -> torch.Tensor:
-    """Per-channel RMS (W,) of the operator's latent residual over random training pairs."""
+def residual_rms(
+    model: LatentCorrector, pairs: Dataset, batch_size: int, batches: int
+) -> torch.Tensor:
+    """Per-channel RMS (W,) of the operator's latent residual over ``batches`` random batches
+    of ``pairs`` (training windows of two snapshots, fields or cached latents)."""
     loader = DataLoader(
-        dm.windows("train", 1),
-        batch_size=dm.cfg.loader.batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(0),
+        pairs, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(0)
     )
     total, count = 0.0, 0
     for i, batch in enumerate(loader):
         if i == batches:
             break
-        _, z_pred, z_true, _ = model.latent_pairs(
-            batch["fields"], batch["grid"], batch["dt"], batch["params"]
-        )
+        _, z_pred, z_true, _ = latent_pairs(model, batch)
         residual = (z_true - z_pred).flatten(0, 1)
         total = total + residual.double().pow(2).sum(dim=0)
         count += residual.shape[0]
@@ -139,6 +148,10 @@ class DiffResidualStage(CorrectorStage):
     stage = "diff_residual"
     requires = "operator"
 
+    def __init__(self, cfg: PhysicsConfig, task_names: list[str]):
+        super().__init__(cfg, task_names)
+        self._scale_measured = False
+
     def build_model(self, cfg: PhysicsConfig) -> DiffusionResidual:
         return DiffusionResidual(cfg.model, cfg.diffusion)
 
@@ -150,14 +163,32 @@ class DiffResidualStage(CorrectorStage):
     def from_datamodule(
         cls, cfg: PhysicsConfig, dm: PDEDataModule, parent: StageCheckpoint
     ) -> DiffResidualStage:
-        """Load the operator into the frozen surrogate and measure the residual scale."""
+        """Load the operator into the frozen surrogate (the residual scale is measured when
+        fitting starts, on the batches training will see)."""
         stage = cls(cfg, dm.task_names)
         parent.load_into(stage.model.surrogate)
-        stage.model.residual_std.copy_(residual_rms(stage.model, dm, cfg.diffusion.stats_batches))
         return stage
+
+    def setup(self, stage: str) -> None:
+        """Measure the residual scale once, from the fit's data module. Lightning calls this
+        after the data module's ``setup`` (the latent cache is open) and before it restores a
+        checkpoint, so a resumed run keeps the scale it was trained with."""
+        if stage != "fit" or self._scale_measured:
+            return
+        dm = self.trainer.datamodule
+        if not isinstance(dm, PDEDataModule):
+            raise TypeError(
+                f"stage {self.stage!r} measures its residual scale from the training data: fit "
+                f"it with datamodule=<PDEDataModule>, not {type(dm).__name__}"
+            )
+        pairs = training_windows(dm, 1)
+        batch_size = dm.cfg.loader.batch_size
+        scale = residual_rms(self.model, pairs, batch_size, self.cfg.diffusion.stats_batches)
+        self.model.residual_std.copy_(scale)
+        self._scale_measured = True
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x0, tokens, cond = self.clean_residuals(batch)
         loss = self.model.denoising_loss(x0, tokens, cond)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/loss", loss, on_step=True, on_epoch=True)
         return loss

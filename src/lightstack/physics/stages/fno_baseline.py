@@ -1,0 +1,162 @@
+"""Stage ``fno``: neuraloperator's Fourier neural operator as a one-step baseline.
+
+The FNO maps ``u(t)`` to ``u(t + dt)`` on the grid, in normalised units, with the grid
+coordinates as extra input channels (as PDEBench's FNO takes them). ``FNOSurrogate`` has the
+calling convention of ``LatentSurrogate`` (``forward`` one step and ``rollout``, physical units
+at the edges, normalisation statistics as buffers), so validation, ``physics eval`` and the
+benchmarks treat both models alike. neuraloperator is an optional dependency (extra
+``[baselines]``): it is imported only when an FNO is built.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightstack.core.checkpoints import checkpoint_metadata, load_checkpoint, load_into
+from lightstack.core.optim import build_optimization
+from lightstack.physics.config import FNOConfig, PhysicsConfig, SurrogateConfig
+from lightstack.physics.stages.base import PhysicsStage
+from lightstack.physics.stages.operator import OperatorStage
+
+
+@cache
+def fno_class() -> type[nn.Module]:
+    """neuraloperator's ``FNO`` with PyTorch's own ``state_dict``.
+
+    neuraloperator's models add their constructor arguments (functions and classes among them)
+    to the state dict under ``_metadata``; checkpoints holding those cannot be loaded with
+    ``weights_only=True``, which lightstack requires, so this subclass leaves them out.
+    """
+    try:
+        from neuralop.models import FNO
+    except ImportError as exc:
+        raise ImportError(
+            "stage 'fno' needs neuraloperator: pip install 'lightstack[baselines]'"
+        ) from exc
+
+    class PlainStateFNO(FNO, name="lightstack_fno"):
+        state_dict = nn.Module.state_dict
+        load_state_dict = nn.Module.load_state_dict
+
+    return PlainStateFNO
+
+
+class FNOSurrogate(nn.Module):
+    """One-step FNO ``u(t) -> u(t + dt)`` on a regular grid, physical units in and out.
+
+    Input channels: the normalised field, the grid coordinates and the PDE parameters (constant
+    over the grid). ``dt`` is not an input: a data set has one time step.
+    """
+
+    def __init__(self, cfg: FNOConfig, shapes: SurrogateConfig):
+        super().__init__()
+        if shapes.channels is None or shapes.spatial_shape is None:
+            raise ValueError(
+                "model.channels and model.spatial_shape must be set (they are filled from the data)"
+            )
+        smallest = min(shapes.spatial_shape)
+        if cfg.modes > smallest:
+            raise ValueError(
+                f"fno.modes ({cfg.modes}) exceeds the grid: at most {smallest} modes fit an axis "
+                f"of {smallest} points (model.spatial_shape {shapes.spatial_shape})"
+            )
+        dims = len(shapes.spatial_shape)
+        self.fno = fno_class()(
+            n_modes=(cfg.modes,) * dims,
+            in_channels=shapes.channels + dims + shapes.n_params,
+            out_channels=shapes.channels,
+            hidden_channels=cfg.width,
+            n_layers=cfg.layers,
+            positional_embedding=None,  # the data's own coordinates are input channels
+        )
+        self.register_buffer("mean", torch.zeros(shapes.channels))
+        self.register_buffer("std", torch.ones(shapes.channels))
+
+    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.mean.copy_(mean)
+        self.std.copy_(std)
+
+    def step(self, x: torch.Tensor, grid: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """One step in normalised units: ``x`` (B, *S, C), ``grid`` (B, *S, d) -> (B, *S, C)."""
+        spatial = x.shape[1:-1]
+        constants = params.view(params.shape[0], *(1,) * len(spatial), -1)
+        inputs = torch.cat(
+            [x, grid.to(x.dtype), constants.expand(-1, *spatial, -1).to(x.dtype)], dim=-1
+        )
+        return self.fno(inputs.movedim(-1, 1)).movedim(1, -1)
+
+    def forward(
+        self, u: torch.Tensor, grid: torch.Tensor, dt: torch.Tensor, params: torch.Tensor
+    ) -> torch.Tensor:
+        """One-step prediction ``u(t) -> u(t + dt)`` in physical units."""
+        return self.step((u - self.mean) / self.std, grid, params) * self.std + self.mean
+
+    def rollout(
+        self,
+        u0: torch.Tensor,
+        grid: torch.Tensor,
+        dt: torch.Tensor,
+        params: torch.Tensor,
+        steps: int,
+    ) -> torch.Tensor:
+        """Autoregressive rollout in normalised units: (B, steps, *S, C) in physical units."""
+        x = (u0 - self.mean) / self.std
+        frames = []
+        for _ in range(steps):
+            x = self.step(x, grid, params)
+            frames.append(x)
+        return torch.stack(frames, dim=1) * self.std + self.mean
+
+
+class FNOStage(PhysicsStage):
+    """Teacher-forced one-step training of ``FNOSurrogate`` on every consecutive pair of
+    snapshots in a window; mean squared error in normalised units."""
+
+    stage = "fno"
+    metric_names = ("loss", "nrmse", "rollout_nrmse")
+
+    # The operator stage's loss and validation metrics, unchanged: they use only the surrogate
+    # interface (forward, rollout, std) that FNOSurrogate shares, so both report the same things.
+    _mse = OperatorStage._mse
+    evaluate_batch = OperatorStage.evaluate_batch
+
+    def __init__(self, cfg: PhysicsConfig, task_names: list[str]):
+        super().__init__(cfg, task_names)
+        self.model = FNOSurrogate(cfg.fno, cfg.model)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        fields = batch["fields"]
+        pairs = fields.shape[1] - 1
+        pred = self.model(
+            fields[:, :-1].flatten(0, 1),
+            batch["grid"].repeat_interleave(pairs, dim=0),
+            batch["dt"].repeat_interleave(pairs),
+            batch["params"].repeat_interleave(pairs, dim=0),
+        )
+        loss = self._mse(pred, fields[:, 1:].flatten(0, 1))
+        self.log("train/loss", loss, on_step=True, on_epoch=True)
+        return loss
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """Unfused AdamW: the spectral weights are complex, and torch's fused kernels take
+        real tensors only."""
+        return build_optimization(
+            self.cfg.optimizer,
+            self.trainable_module(),
+            int(self.trainer.estimated_stepping_batches),
+            fused=False,
+        )
+
+
+def load_fno(path: str | Path) -> tuple[FNOSurrogate, PhysicsConfig, list[str]]:
+    """The ``FNOSurrogate`` of an ``fno`` checkpoint, its resolved config and task names."""
+    ckpt = load_checkpoint(path)
+    meta = checkpoint_metadata(ckpt, path, "physics")
+    cfg = PhysicsConfig.model_validate(meta["config"])
+    model = load_into(FNOSurrogate(cfg.fno, cfg.model), ckpt, path)
+    return model.eval(), cfg, list(meta.get("tasks", []))
