@@ -1,24 +1,30 @@
-"""Video training throughput: lightstack (Lightning) vs a plain PyTorch loop, same model and data.
+"""Video training throughput: lightstack's trainer vs a naive Lightning Trainer vs a plain
+PyTorch loop, same model, data, precision and optimizer.
 
 Clips are random tensors already on the device, so the numbers measure the model step and the
-training loop, not decoding. Prints one JSON line per measurement.
+training loop, not decoding. The loops run interleaved (A, B, C, A, B, C, ...); one JSON line
+per measurement.
 
     python benchmarks/video_throughput.py --config configs/video/mvfoul_r2plus1d.yaml \
-        --precision bf16-mixed --batch 8 --views 2 --frames 16 --size 224 --steps 30
+        --precision bf16-mixed --batch 8 --views 2 --frames 16 --size 224 --steps 30 \
+        --set model.channels_last=false
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lightstack.core.config import load_config
+from lightstack.core.config import apply_updates, load_config
 from lightstack.core.optim import build_optimizer
+from lightstack.core.trainer import build_trainer
 from lightstack.video.config import VideoConfig
 from lightstack.video.module import VideoModule
 
@@ -53,19 +59,23 @@ def sync(device: torch.device) -> None:
 
 
 class StepTimer(L.Callback):
-    def __init__(self, warmup: int, device: torch.device):
-        self.warmup, self.device, self.t0, self.steps = warmup, device, 0.0, 0
+    """Wall time of the steps after ``warmup``, ended at the last step (not at the end of fit,
+    which may save a checkpoint)."""
+
+    def __init__(self, warmup: int, total: int, device: torch.device):
+        self.warmup, self.total, self.device = warmup, total, device
+        self.t0 = self.t1 = 0.0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if batch_idx + 1 == self.warmup:
+        if batch_idx + 1 in (self.warmup, self.total):
             sync(self.device)
-            self.t0 = time.perf_counter()
-        elif batch_idx + 1 > self.warmup:
-            self.steps += 1
+            if batch_idx + 1 == self.warmup:
+                self.t0 = time.perf_counter()
+            else:
+                self.t1 = time.perf_counter()
 
     def ms_per_step(self) -> float:
-        sync(self.device)
-        return 1000 * (time.perf_counter() - self.t0) / self.steps
+        return 1000 * (self.t1 - self.t0) / (self.total - self.warmup)
 
 
 def make_module(cfg: VideoConfig) -> VideoModule:
@@ -74,21 +84,44 @@ def make_module(cfg: VideoConfig) -> VideoModule:
 
 
 def lightning_run(cfg: VideoConfig, batch: dict, args: argparse.Namespace) -> float:
+    """A plain ``lightning.Trainer`` with everything optional switched off."""
     module = make_module(cfg)
-    timer = StepTimer(args.warmup, args.device)
+    total = args.steps + args.warmup
+    timer = StepTimer(args.warmup, total, args.device)
     trainer = L.Trainer(
         accelerator="gpu" if args.device.type == "cuda" else "cpu",
         devices=1,
         precision=args.precision,
-        max_steps=args.steps + args.warmup,
+        max_steps=total,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=[timer],
     )
-    loader = DataLoader(DeviceClips(batch, args.steps + args.warmup), batch_size=None)
-    trainer.fit(module, loader)
+    trainer.fit(module, DataLoader(DeviceClips(batch, total), batch_size=None))
+    return timer.ms_per_step()
+
+
+def lightstack_run(cfg: VideoConfig, batch: dict, args: argparse.Namespace) -> float:
+    """lightstack's trainer factory with its default callbacks, as ``video train`` builds it."""
+    total = args.steps + args.warmup
+    cfg = apply_updates(
+        cfg,
+        {
+            "trainer.accelerator": "gpu" if args.device.type == "cuda" else "cpu",
+            "trainer.devices": 1,
+            "trainer.precision": args.precision,
+            "trainer.max_steps": total,
+            "trainer.max_epochs": 1,
+            "training.skip_lightning_val": True,
+        },
+    )
+    module = make_module(cfg)
+    timer = StepTimer(args.warmup, total, args.device)
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = build_trainer(cfg, Path(run_dir), "train/loss", [timer], module)
+        trainer.fit(module, DataLoader(DeviceClips(batch, total), batch_size=None))
     return timer.ms_per_step()
 
 
@@ -122,6 +155,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cuda", help="cuda or cpu (smoke runs)")
+    parser.add_argument(
+        "--set", nargs="*", default=[], help="dotted overrides, e.g. model.channels_last=false"
+    )
     args = parser.parse_args()
     args.device = torch.device(args.device)
     cuda = args.device.type == "cuda"
@@ -129,10 +165,11 @@ def main() -> None:
     if args.precision == "32-true":
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-    cfg = load_config(args.config, ["augment.enabled=false"], VideoConfig)
+    cfg = load_config(args.config, ["augment.enabled=false", *args.set], VideoConfig)
     batch = make_batch(args, args.device)
     for repeat in range(args.repeats):
-        for name, run in (("lightning", lightning_run), ("plain_pytorch", plain_run)):
+        loops = (("lightstack", lightstack_run), ("lightning", lightning_run), ("plain", plain_run))
+        for name, run in loops:
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
             ms = run(cfg, batch, args)
@@ -143,6 +180,7 @@ def main() -> None:
                         "loop": name,
                         "repeat": repeat,
                         "backbone": cfg.model.backbone,
+                        "channels_last": cfg.model.channels_last,
                         "precision": args.precision,
                         "batch": args.batch,
                         "views": args.views,

@@ -93,6 +93,7 @@ def split_dataset(cfg: VideoConfig, split_dir: str | Path) -> MVFoulDataset:
         max_views=data.max_views,
         max_skip_fraction=data.max_skip_fraction,
         probe=data.probe_clips,
+        decode_threads=data.decode_threads,
     )
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +30,6 @@ from typing import Any, Literal
 import av
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch.utils.data import DataLoader, Dataset
 
@@ -45,6 +44,12 @@ from lightstack.video.labels import (
 
 SOURCE_FPS = 25.0
 """Frame rate of the real MVFoul clips, the time base of ``start``/``end``/``fps``."""
+
+# PyAV 17+ scales with one thread per core by default: with a DataLoader worker per core that
+# oversubscribes the CPU and was slower than one thread each (earlier versions use one thread).
+_ONE_SCALER_THREAD: dict[str, int] = (
+    {"threads": 1} if int(av.__version__.split(".")[0]) >= 17 else {}
+)
 
 _ACTION_DIR = re.compile(r"action_(\d+)")
 _CLIP_FILE = re.compile(r"clip_(\d+)\.mp4")
@@ -69,38 +74,101 @@ def window_indices(frames: int, start: int, end: int, fps: float) -> list[int]:
     return [base[i] for i in pick]
 
 
-def decode_clip(path: str | Path, indices: Sequence[int], size: tuple[int, int]) -> torch.Tensor:
-    """Decode frames ``indices`` of one clip as ``(3, T, H, W)`` float in [0, 1] at ``size``.
+class _SeekFailed(Exception):
+    """Seeking gave no frame index that can be trusted."""
 
-    Decodes from the start up to the last needed frame only; an index past the clip's end reads
-    its last frame. Raises ``ClipError`` naming the file if it cannot be read.
+
+def _indexed_frames(
+    container: av.container.InputContainer, first: int, seek: bool
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    """``(index, frame)`` of the first video stream, from the last keyframe at or before frame
+    ``first`` with ``seek``, else from the start.
+
+    A clip is only decoded from a keyframe on, so without a keyframe inside the lead-in to the
+    window (x264 puts one every 250 frames unless the picture cuts) seeking changes nothing.
+    Indices after a seek come from the first frame's timestamp (constant frame rate); when the
+    seek fails, the stream has no usable timestamps or the seek lands past ``first``, this
+    raises ``_SeekFailed`` and the caller decodes from the start.
     """
-    wanted = set(indices)
-    last_needed = max(indices)
-    arrays: dict[int, np.ndarray] = {}
-    count, last = 0, None
+    stream = container.streams.video[0]
+    frames = container.decode(stream)
+    rate, base, start = stream.average_rate, stream.time_base, stream.start_time
+    if not seek or first == 0 or not rate or not base or start is None:
+        yield from enumerate(frames)
+        return
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise ClipError(f"{path}: no video stream")
-            for count, frame in enumerate(container.decode(video=0), start=1):
-                last = frame
-                if count - 1 in wanted:
-                    arrays[count - 1] = frame.to_ndarray(format="rgb24")
-                if count - 1 >= last_needed:
-                    break
-    except (av.error.FFmpegError, OSError) as exc:
-        raise ClipError(f"{path}: cannot decode ({exc})") from exc
+        container.seek(start + int(first / (rate * base)), stream=stream, backward=True)
+    except av.error.FFmpegError as exc:
+        raise _SeekFailed from exc
+    frame = next(frames, None)
+    if frame is None or frame.pts is None:
+        raise _SeekFailed
+    index = round((frame.pts - start) * base * rate)
+    if not 0 <= index <= first:
+        raise _SeekFailed
+    yield index, frame
+    yield from enumerate(frames, start=index + 1)
+
+
+def _decode_window(
+    path: str | Path, indices: Sequence[int], size: tuple[int, int], threads: int, seek: bool
+) -> torch.Tensor:
+    wanted = set(indices)
+    first, last_needed = min(indices), max(indices)
+    height, width = size
+    arrays: dict[int, np.ndarray] = {}
+    index, last = -1, None
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ClipError(f"{path}: no video stream")
+        codec = container.streams.video[0].codec_context
+        codec.thread_count = threads
+        if threads != 1:
+            codec.thread_type = "AUTO"  # frame and slice threads
+        for index, frame in _indexed_frames(container, first, seek):
+            last = frame
+            if index in wanted:
+                arrays[index] = _to_rgb(frame, width, height)
+            if index >= last_needed:
+                break
     if last is None:
         raise ClipError(f"{path}: no frames")
-    if count - 1 not in arrays:  # the clip ended before the window did
-        arrays[count - 1] = last.to_ndarray(format="rgb24")
-    video = torch.from_numpy(np.stack([arrays[min(i, count - 1)] for i in indices]))
-    video = video.permute(0, 3, 1, 2).float().div_(255.0)  # (T, 3, H, W)
-    if tuple(video.shape[-2:]) != tuple(size):
-        video = F.interpolate(video, size=tuple(size), mode="bilinear", antialias=True)
-        video = video.clamp_(0.0, 1.0)
-    return video.permute(1, 0, 2, 3)
+    if index not in arrays:  # the clip ended before the window did
+        arrays[index] = _to_rgb(last, width, height)
+    video = torch.from_numpy(np.stack([arrays[min(i, index)] for i in indices]))
+    return video.permute(3, 0, 1, 2).float().div_(255.0)  # (3, T, H, W)
+
+
+def _to_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+    """``(H, W, 3)`` uint8: FFmpeg's scaler converts to RGB and resizes in one pass (its
+    bilinear filter widens when it shrinks, so downscaling is antialiased)."""
+    out = frame.reformat(width, height, "rgb24", interpolation="BILINEAR", **_ONE_SCALER_THREAD)
+    return out.to_ndarray()
+
+
+def decode_clip(
+    path: str | Path,
+    indices: Sequence[int],
+    size: tuple[int, int],
+    threads: int = 1,
+    seek: bool = True,
+) -> torch.Tensor:
+    """Decode frames ``indices`` of one clip as ``(3, T, H, W)`` float in [0, 1] at ``size``.
+
+    Decodes from the last keyframe at or before the first needed frame (``seek``; otherwise
+    from the start) up to the last needed frame only, and resizes each needed frame while
+    converting it to RGB. ``threads`` decoder threads (0: FFmpeg picks, one per core); one
+    thread per DataLoader worker uses the cores best when there are as many workers as
+    cores. An index past the clip's end reads its last frame. Raises ``ClipError`` naming the
+    file if it cannot be read.
+    """
+    try:
+        try:
+            return _decode_window(path, indices, size, threads, seek)
+        except _SeekFailed:
+            return _decode_window(path, indices, size, threads, seek=False)
+    except (av.error.FFmpegError, OSError) as exc:
+        raise ClipError(f"{path}: cannot decode ({exc})") from exc
 
 
 def probe_clip(path: Path) -> str | None:
@@ -141,7 +209,8 @@ class MVFoulDataset(Dataset):
     (long; -1 in a split without annotations), ``id`` (the ``Actions`` key) and ``n_views``.
     ``views_per_sample`` views are drawn at random per item (``None``: all views, up to
     ``max_views``). With ``seed`` the draw depends only on (seed, index), the same every epoch;
-    without it the draw uses torch's RNG, which DataLoader seeds per worker.
+    without it the draw uses torch's RNG, which DataLoader seeds per worker. ``decode_threads``
+    as ``threads`` of ``decode_clip``.
     """
 
     def __init__(
@@ -157,6 +226,7 @@ class MVFoulDataset(Dataset):
         seed: int | None = None,
         max_skip_fraction: float = 0.1,
         probe: bool = True,
+        decode_threads: int = 1,
     ):
         self.root = Path(root)
         if not self.root.is_dir():
@@ -166,6 +236,8 @@ class MVFoulDataset(Dataset):
                 f"need frames >= 1, 0 <= start < end and 0 < fps <= {SOURCE_FPS:g}; "
                 f"got frames={frames} start={start} end={end} fps={fps}"
             )
+        if decode_threads < 0:
+            raise ValueError(f"decode_threads must be >= 0 (0: one per core), got {decode_threads}")
         if views_per_sample is not None and not 1 <= views_per_sample <= max_views:
             raise ValueError(
                 f"views_per_sample must be in 1..max_views={max_views}, got {views_per_sample}"
@@ -175,6 +247,7 @@ class MVFoulDataset(Dataset):
         self.views_per_sample = views_per_sample
         self.max_views = max_views
         self.seed = seed
+        self.decode_threads = decode_threads
 
         annotations = self.root / "annotations.json"
         if annotations.exists():
@@ -246,7 +319,8 @@ class MVFoulDataset(Dataset):
             if len(views) == wanted:
                 break
             try:
-                views.append(decode_clip(item.clips[k], self.indices, self.size))
+                clip = decode_clip(item.clips[k], self.indices, self.size, self.decode_threads)
+                views.append(clip)
             except ClipError as exc:
                 warnings.warn(f"skipping view: {exc}", stacklevel=2)
                 errors.append(str(exc))
@@ -302,6 +376,8 @@ class VideoDataConfig(DataLoaderConfig):
 
     ``start``/``end``/``fps`` are in the 25 fps time base of real clips (defaults: VARS's 16
     frames around the foul); for synthetic clips use ``start: 0``, ``end: <frames>``, ``fps: 25``.
+    ``decode_threads`` is per DataLoader worker: keep 1 when ``num_workers`` is about the number
+    of cores, raise it (or 0: FFmpeg's choice) when fewer workers should use more cores.
     """
 
     root: Path = Path("data/mvfoul")
@@ -319,6 +395,7 @@ class VideoDataConfig(DataLoaderConfig):
     balanced_sampler: bool = False
     max_skip_fraction: float = Field(0.1, ge=0, le=1)
     probe_clips: bool = True
+    decode_threads: int = Field(1, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> VideoDataConfig:
@@ -365,6 +442,7 @@ class MVFoulDataModule(ResumableDataModule):
                 max_views=cfg.max_views,
                 max_skip_fraction=cfg.max_skip_fraction,
                 probe=cfg.probe_clips,
+                decode_threads=cfg.decode_threads,
             )
         return self.datasets[role]
 

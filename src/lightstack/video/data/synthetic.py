@@ -22,9 +22,10 @@ over all of them, so read them with the window ``start=0, end=frames, fps=25``.
 
 from __future__ import annotations
 
+import itertools
 import math
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -107,10 +108,15 @@ def _square(frame: np.ndarray, cx: float, cy: float, side: int, colour: np.ndarr
     frame[max(y0, 0) : max(min(y0 + side, h), 0), max(x0, 0) : max(min(x0 + side, w), 0)] = colour
 
 
-def render_view(
+def render_frames(
     action: int, offence: int, frames: int, size: tuple[int, int], rng: np.random.Generator
-) -> np.ndarray:
-    """``(frames, H, W, 3)`` uint8 frames of one view through a random camera."""
+) -> Iterator[np.ndarray]:
+    """The ``frames`` uint8 ``(H, W, 3)`` frames of one view through a random camera, one by one.
+
+    The camera is drawn from ``rng`` now, each frame's noise as it is produced: consume the
+    frames before drawing from ``rng`` again. One frame at a time keeps real-size clips (125
+    frames of 1280x720) in a few MB.
+    """
     h, w = size
     shift = rng.uniform(-0.15, 0.15, size=2)
     scale = rng.uniform(0.75, 1.15)
@@ -120,30 +126,58 @@ def render_view(
     d_start, d_end = rng.uniform(-0.7, 0.7, size=(2, 2))
     d_path = (d_start + np.outer(t, d_end - d_start)) * np.array([w / 2, h / 2]) + [w / 2, h / 2]
     side = max(2, round(0.22 * min(h, w) * scale))
-    video = np.empty((frames, h, w, 3), dtype=np.float32)
-    for i in range(frames):
-        frame = video[i]
-        frame[:] = BACKGROUND
-        _square(frame, *d_path[i], max(2, side // 2), np.array(DISTRACTOR))
-        _square(frame, *path[i], side, np.array(OFFENCE_COLOURS[offence]))
-    video = video * gain + rng.normal(0.0, 6.0, size=video.shape)
-    return np.clip(video, 0, 255).astype(np.uint8)
+
+    def draw() -> Iterator[np.ndarray]:
+        frame = np.empty((h, w, 3), dtype=np.float32)
+        for i in range(frames):
+            frame[:] = BACKGROUND
+            _square(frame, *d_path[i], max(2, side // 2), np.array(DISTRACTOR))
+            _square(frame, *path[i], side, np.array(OFFENCE_COLOURS[offence]))
+            noisy = frame * gain + rng.normal(0.0, 6.0, size=frame.shape)
+            yield np.clip(noisy, 0, 255).astype(np.uint8)
+
+    return draw()
 
 
-def write_mp4(path: str | Path, video: np.ndarray, fps: int = 25) -> None:
-    """Encode ``(T, H, W, 3)`` uint8 RGB frames atomically as H.264 (libx264, yuv420p) mp4.
+def write_mp4(
+    path: str | Path,
+    video: Iterable[np.ndarray],
+    fps: int = 25,
+    bitrate: int | None = None,
+    keyframe_interval: int | None = None,
+) -> None:
+    """Encode uint8 RGB ``(H, W, 3)`` frames (an array ``(T, H, W, 3)`` or any iterable of
+    frames) atomically as H.264 (libx264, yuv420p) mp4.
 
     One encoder thread and no B-frames keep the bytes reproducible and the frame count exact.
+    Quality is constant (CRF 18) unless ``bitrate`` (bits/s) asks for an average bitrate: with
+    CRF 18 the noisy synthetic frames cost about 20 Mbit/s at 1280x720, so decoding benchmarks
+    pass a broadcast-like bitrate. x264 also picks the frame types unless ``keyframe_interval``
+    (frames) is given: at 1280x720 the frame-to-frame noise makes it code every frame as an
+    intra frame, each one a seek point. With ``keyframe_interval`` keyframes come exactly that
+    far apart and every other frame is predicted (scene-cut detection off), as in a broadcast
+    clip; x264's default interval, 250, gives a 5 s clip one keyframe, its first frame.
     """
-    _, h, w, _ = video.shape
+    frames = iter(video)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError(f"{path}: no frames to write")
+    h, w, _ = first.shape
     if h % 2 or w % 2:
         raise ValueError(f"{path}: yuv420p needs even frame sizes, got {h}x{w}")
+    options = {"preset": "veryfast", "bf": "0"}
+    if bitrate is None:
+        options["crf"] = "18"
     with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast", "bf": "0"}
+        if bitrate is not None:
+            stream.bit_rate = bitrate
+        if keyframe_interval is not None:
+            options["x264-params"] = f"scenecut=0:keyint={keyframe_interval}"
+        stream.options = options
         stream.codec_context.thread_count = 1
-        for array in video:
+        for array in itertools.chain([first], frames):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
         container.mux(stream.encode())
 
@@ -243,6 +277,8 @@ def synthesize(
     fractions: Sequence[float] = (0.6, 0.2, 0.2),
     fps: int = 25,
     skip_fraction: float = 0.1,
+    bitrate: int | None = None,
+    keyframe_interval: int | None = None,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
@@ -253,6 +289,11 @@ def synthesize(
     one row once a split has 4 actions) gets labels the official rules skip. ``progress(done,
     total)`` is called after each action. The summary goes to ``out/synthetic.json``, beside the
     split folders. A split folder that exists is an error unless ``overwrite``.
+
+    Real MVFoul clips are 125 frames (5 s) at 25 fps, 1280x720 in the high-resolution release
+    and 398x224 in the 224p one: ``frames=125, size=(720, 1280)`` writes clips of that size.
+    ``bitrate`` (bits/s) replaces constant quality by an average bitrate and
+    ``keyframe_interval`` (frames) sets the distance between keyframes (see ``write_mp4``).
     """
     out = Path(out)
     if len(splits) != len(fractions) or any(f < 0 for f in fractions) or sum(fractions) <= 0:
@@ -261,6 +302,10 @@ def synthesize(
         raise ValueError(f"views must be (min, max) with 1 <= min <= max, got {views}")
     if frames < 1 or min(size) < 2:
         raise ValueError(f"frames must be >= 1 and size >= 2x2, got {frames} and {size}")
+    if bitrate is not None and bitrate < 1000:
+        raise ValueError(f"bitrate is in bits/s and must be >= 1000, got {bitrate}")
+    if keyframe_interval is not None and keyframe_interval < 1:
+        raise ValueError(f"keyframe_interval must be >= 1 frame, got {keyframe_interval}")
     for split in splits:
         folder = out / split
         if folder.exists() and any(folder.iterdir()):
@@ -275,6 +320,8 @@ def synthesize(
         "frames": frames,
         "size": list(size),
         "fps": fps,
+        "bitrate": bitrate,
+        "keyframe_interval": keyframe_interval,
         "views": list(views),
         "window": {"start": 0, "end": frames, "fps": fps},
         "splits": {},
@@ -290,8 +337,9 @@ def synthesize(
             n_views = int(rng.integers(views[0], views[1] + 1))
             entries[str(action_id)] = _annotation(split, action_id, row, n_views, rng)
             for k in range(n_views):
-                video = render_view(row.motion, row.colour, frames, size, rng)
-                write_mp4(out / split / f"action_{action_id}" / f"clip_{k}.mp4", video, fps)
+                video = render_frames(row.motion, row.colour, frames, size, rng)
+                clip = out / split / f"action_{action_id}" / f"clip_{k}.mp4"
+                write_mp4(clip, video, fps, bitrate, keyframe_interval)
             n_clips += n_views
             if row.scored:
                 action_counts[row.motion] += 1

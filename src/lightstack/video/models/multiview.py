@@ -47,6 +47,12 @@ class VideoModelConfig(Section):
         ".safetensors file with backbone weights",
     )
     normalize: bool = Field(True, description="normalise [0, 1] clips with Kinetics mean/std")
+    channels_last: bool = Field(
+        False,
+        description="run the backbone in channels-last-3d memory format (NDHWC), the layout "
+        "cuDNN's tensor-core 3D convolutions prefer (benchmarks/video_throughput.py --set "
+        "model.channels_last=true measures it)",
+    )
     aggregation: Literal["max", "mean", "attention", "transformer"] = "max"
     transformer_layers: int = Field(1, ge=1, le=2)
     heads: int = Field(4, ge=1)
@@ -237,6 +243,8 @@ class MultiViewModel(nn.Module):
         self.backbone, feat_dim = build_backbone(cfg.backbone)
         if cfg.pretrained_path:
             load_backbone_weights(self.backbone, cfg.backbone, cfg.pretrained_path)
+        if cfg.channels_last:
+            self.backbone.to(memory_format=torch.channels_last_3d)
         self.aggregator = build_aggregator(
             cfg.aggregation,
             feat_dim,
@@ -275,6 +283,8 @@ class MultiViewModel(nn.Module):
         clips = video[view_mask]
         if self.cfg.normalize:
             clips = (clips - self.mean.to(clips.dtype)) / self.std.to(clips.dtype)
+        if self.cfg.channels_last:
+            clips = clips.contiguous(memory_format=torch.channels_last_3d)
         real = self.backbone(clips)
         feats = real.new_zeros(b, v, real.shape[-1])
         feats[view_mask] = real
