@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+
+from lightstack.core.config import load_config
+from lightstack.physics.config import PhysicsConfig
 
 torch.set_num_threads(2)
 
@@ -39,3 +44,39 @@ def advection_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("physics") / "advection.h5"
     return generate("advection1d", out, samples=16, seed=1, nx=64)
+
+
+TINY_PHYSICS = """
+family: physics
+name: tiny
+seed: 0
+data:
+  reduced_resolution: 4
+  reduced_resolution_t: 10
+  loader: {batch_size: 16}
+model: {width: 32, heads: 2, patch_size: 4, operator_depth: 2}
+loss: {rollout_horizon: 2}
+trainer: {accelerator: cpu, devices: 1, max_epochs: 1}
+logging: {progress_bar: none, loggers: [csv]}
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny operator-stage config file (no data files: pass them as overrides)."""
+    path = tmp_path_factory.mktemp("config") / "tiny.yaml"
+    path.write_text(TINY_PHYSICS)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_config_file: Path, burgers_file: Path) -> Callable[..., PhysicsConfig]:
+    """``make(*overrides, files=None)``: the tiny config on ``files`` (default: Burgers)."""
+
+    def make(*overrides: str, files: list[Path] | None = None) -> PhysicsConfig:
+        data = json.dumps([str(f) for f in (files or [burgers_file])])
+        return load_config(
+            tiny_config_file, [f"data.train_files={data}", *overrides], PhysicsConfig
+        )
+
+    return make

@@ -28,19 +28,6 @@ TINY_WINDOW = [
     *("--set", "data.frames=4", "--set", "data.start=0", "--set", "data.end=8"),
     *("--set", "data.fps=25", "--set", "data.size=[32,32]", "--set", "data.batch_size=2"),
 ]
-TINY_PHYSICS = """
-family: physics
-name: tiny
-seed: 0
-data:
-  reduced_resolution: 4
-  reduced_resolution_t: 10
-  loader: {batch_size: 16}
-model: {width: 32, heads: 2, patch_size: 4, operator_depth: 2}
-loss: {rollout_horizon: 2}
-trainer: {accelerator: cpu, devices: 1, max_epochs: 1}
-logging: {progress_bar: none, loggers: [csv]}
-"""
 
 
 @pytest.fixture(autouse=True)
@@ -133,9 +120,8 @@ def test_video_mode_reports_wait_per_worker_count_and_consumer(tmp_path, capsys)
     assert real[1]["batches"] == 2 and in_unit_interval(real[1]["wait_fraction"])
 
 
-def test_physics_mode_reports_dataloader_wait_per_variant(tmp_path, burgers_file):
-    config = tmp_path / "tiny.yaml"
-    config.write_text(TINY_PHYSICS)
+def test_physics_mode_reports_dataloader_wait_per_variant(tiny_config_file, burgers_file):
+    config = tiny_config_file
     lines = run_script(
         *("physics", "--config", str(config), "--steps", "4", "--warmup", "2", "--repeats", "1"),
         *("--set", f"data.train_files=[{burgers_file}]", "--set", "data.loader.batch_size=8"),
@@ -154,10 +140,9 @@ def test_physics_mode_reports_dataloader_wait_per_variant(tmp_path, burgers_file
     assert [s["variant"] for s in summaries] == [r["variant"] for r in runs]
 
 
-def test_bad_override_and_arguments_fail_before_any_work(tmp_path, capsys):
+def test_bad_override_and_arguments_fail_before_any_work(tmp_path, tiny_config_file, capsys):
     script = load_script()
-    config = tmp_path / "tiny.yaml"
-    config.write_text(TINY_PHYSICS)
+    config = tiny_config_file
     with pytest.raises(ConfigError, match="nosuch"):
         script.main(["physics", "--config", str(config), "--variant", "nosuch.key=1"])
     (tmp_path / "real" / "train").mkdir(parents=True)

@@ -110,12 +110,18 @@ def test_two_processes_match_one_process_with_twice_the_batch(burgers_file, tmp_
     assert len(single["losses"]) == len(ddp["losses"]) == 6  # 3 steps x 2 epochs
     assert single["losses"][3] < single["losses"][0]  # same batch, one epoch later: it trains
     assert ddp["losses"] == pytest.approx(single["losses"], rel=1e-4)
-    # Attention key biases (in attn.kv.bias) have a zero true gradient: softmax ignores a shift
-    # of all logits. Adam normalises their round-off gradients into steps of up to lr, so those
-    # agree to a fraction of one step (lr = 3e-3); every other weight to round-off.
+    # Attention key biases (the first half of attn.kv.bias) have a zero true gradient: softmax
+    # ignores a shift of all logits. Adam normalises their round-off gradients into steps of up
+    # to lr, so those only agree to within 6 steps of lr = 3e-3; every other weight, the value
+    # biases in the second half included, to round-off.
     for key, value in single["weights"].items():
-        tolerance = 1e-3 if key.endswith("attn.kv.bias") else 1e-5
-        assert ddp["weights"][key] == pytest.approx(value, abs=tolerance), key
+        if key.endswith("attn.kv.bias"):
+            half = len(value) // 2
+            key_bias, value_bias = ddp["weights"][key][:half], ddp["weights"][key][half:]
+            assert key_bias == pytest.approx(value[:half], abs=6 * 3e-3), key
+            assert value_bias == pytest.approx(value[half:], abs=1e-5), key
+        else:
+            assert ddp["weights"][key] == pytest.approx(value, abs=1e-5), key
     assert time.perf_counter() - start < 60
 
 

@@ -30,11 +30,19 @@ DEFAULT_SHOW = ("train/loss",)
 class _ThrottledMetrics(ProgressBar):
     """``get_metrics`` cached for ``metrics_interval_s`` seconds during training batches."""
 
-    metrics_interval_s: float = 1.0
-    show: tuple[str, ...] = DEFAULT_SHOW
     _in_train_batch: bool = False
     _cached: dict[str, Any] | None = None
     _read_at: float = 0.0
+
+    def __init__(
+        self,
+        metrics_interval_s: float = 1.0,
+        show: Sequence[str] = DEFAULT_SHOW,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.metrics_interval_s = metrics_interval_s
+        self.show = tuple(show)
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         now = time.monotonic()
@@ -67,26 +75,6 @@ class _ThrottledMetrics(ProgressBar):
 class ThrottledRichProgressBar(_ThrottledMetrics, RichProgressBar):
     """``RichProgressBar`` showing ``show`` and reading metrics every ``metrics_interval_s``."""
 
-    def __init__(
-        self,
-        metrics_interval_s: float = 1.0,
-        show: Sequence[str] = DEFAULT_SHOW,
-        **kwargs: Any,
-    ):
-        super().__init__(**kwargs)
-        self.metrics_interval_s = metrics_interval_s
-        self.show = tuple(show)
-
 
 class ThrottledTQDMProgressBar(_ThrottledMetrics, TQDMProgressBar):
     """``TQDMProgressBar`` showing ``show`` and reading metrics every ``metrics_interval_s``."""
-
-    def __init__(
-        self,
-        metrics_interval_s: float = 1.0,
-        show: Sequence[str] = DEFAULT_SHOW,
-        **kwargs: Any,
-    ):
-        super().__init__(**kwargs)
-        self.metrics_interval_s = metrics_interval_s
-        self.show = tuple(show)
