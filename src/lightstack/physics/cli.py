@@ -85,7 +85,7 @@ def train_command(
     ctx: typer.Context,
     config: ConfigPath,
     stage: Annotated[
-        str | None, typer.Option(help="operator|diff_residual|consistency_distill|steady_prior")
+        str | None, typer.Option(help="operator|diff_residual|consistency_distill|steady_prior|fno")
     ] = None,
     data: DataFiles = None,
     run_dir: RunDir = None,
