@@ -87,6 +87,13 @@ class SurrogateConfig(Section):
                 )
         return self
 
+    def check_data_shapes(self) -> None:
+        """Raise unless the fields that come from the data have been filled in."""
+        if self.channels is None or self.spatial_shape is None:
+            raise ValueError(
+                "model.channels and model.spatial_shape must be set (they are filled from the data)"
+            )
+
     @property
     def octaves(self) -> int:
         if self.fourier_features is not None:

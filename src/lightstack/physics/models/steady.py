@@ -22,10 +22,7 @@ COEFFICIENT_CHANNELS = 1  # PDEBench Darcy stores one coefficient field ``nu``
 class SteadyPrior(nn.Module):
     def __init__(self, cfg: SurrogateConfig, steady: SteadyConfig):
         super().__init__()
-        if cfg.channels is None or cfg.spatial_shape is None:
-            raise ValueError(
-                "model.channels and model.spatial_shape must be set (they are filled from the data)"
-            )
+        cfg.check_data_shapes()
         self.cfg = cfg
         dims = len(cfg.spatial_shape)
         common = dict(

@@ -55,10 +55,7 @@ class FNOSurrogate(nn.Module):
 
     def __init__(self, cfg: FNOConfig, shapes: SurrogateConfig):
         super().__init__()
-        if shapes.channels is None or shapes.spatial_shape is None:
-            raise ValueError(
-                "model.channels and model.spatial_shape must be set (they are filled from the data)"
-            )
+        shapes.check_data_shapes()
         smallest = min(shapes.spatial_shape)
         if cfg.modes > smallest:
             raise ValueError(
