@@ -41,38 +41,46 @@ Engine = Literal["torch", "lightning"]
 ROLLOUT_STAGES = ("operator", "diff_residual", "consistency_distill", "fno")
 
 
-def load_surrogate(path: str | Path) -> tuple[LatentSurrogate, PhysicsConfig, list[str]]:
-    """The plain ``nn.Module`` of a physics checkpoint, its resolved config and task names."""
-    ckpt = load_checkpoint(path)
+def load_surrogate(
+    path: str | Path, ckpt: dict[str, Any] | None = None
+) -> tuple[LatentSurrogate, PhysicsConfig, list[str]]:
+    """The plain ``nn.Module`` of a physics checkpoint, its resolved config and task names.
+
+    ``ckpt`` is the file's content when the caller has read it already (every loader here
+    takes it, so one evaluation reads the file once).
+    """
+    ckpt = load_checkpoint(path) if ckpt is None else ckpt
     meta = checkpoint_metadata(ckpt, path, "physics")
     cfg = PhysicsConfig.model_validate(meta["config"])
     model = load_into(LatentSurrogate(cfg.model), ckpt, path)
     return model.eval(), cfg, list(meta.get("tasks", []))
 
 
-def load_predictor(path: str | Path) -> tuple[nn.Module, PhysicsConfig, list[str]]:
+def load_predictor(
+    path: str | Path, ckpt: dict[str, Any] | None = None
+) -> tuple[nn.Module, PhysicsConfig, list[str]]:
     """The model a checkpoint of any time-dependent stage rolls out, in physical units.
 
     ``operator``: the surrogate; ``diff_residual``: the surrogate corrected by its diffusion
     model; ``consistency_distill``: corrected by the distilled student; ``fno``: the FNO
     baseline. Each has the surrogate's ``forward`` (one step) and ``rollout``.
     """
-    meta = checkpoint_metadata(load_checkpoint(path), path, "physics")
-    stage = meta.get("stage")
+    ckpt = load_checkpoint(path) if ckpt is None else ckpt
+    stage = checkpoint_metadata(ckpt, path, "physics").get("stage")
     if stage not in ROLLOUT_STAGES:
         raise ValueError(
             f"{path} is a {stage!r} checkpoint: evaluation rolls out trajectories, which needs a "
             f"checkpoint of {', '.join(ROLLOUT_STAGES)}"
         )
     if stage == "operator":
-        return load_surrogate(path)
+        return load_surrogate(path, ckpt)
     if stage == "fno":
         from lightstack.physics.stages.fno_baseline import load_fno
 
-        return load_fno(path)
+        return load_fno(path, ckpt)
     from lightstack.physics.stages.correctors import load_correctors
 
-    teacher, student, cfg, tasks = load_correctors(path)
+    teacher, student, cfg, tasks = load_correctors(path, ckpt)
     return student or teacher, cfg, tasks
 
 
@@ -227,11 +235,12 @@ def evaluate_checkpoint(
     if engine not in ("torch", "lightning"):
         raise ValueError(f"evaluation engine {engine!r}: expected 'torch' or 'lightning'")
     out_dir = Path(out_dir)
-    if checkpoint_stage(ckpt) == "steady_prior":
+    state = load_checkpoint(ckpt)
+    if checkpoint_metadata(state, ckpt, "physics")["stage"] == "steady_prior":
         return evaluate_steady_checkpoint(
-            ckpt, out_dir, data_files, device, overrides=overrides, publish=publish
+            ckpt, out_dir, data_files, device, overrides=overrides, publish=publish, state=state
         )
-    model, cfg, tasks = load_predictor(ckpt)
+    model, cfg, tasks = load_predictor(ckpt, state)
     if settings is not None:
         cfg = cfg.model_copy(
             update={"eval": settings.eval, "gates": settings.gates, "champion": settings.champion}
@@ -271,7 +280,7 @@ def evaluate_checkpoint(
         / max(overall["onestep_nrmse"], 1e-12),
     }
     if cfg.stage in ("diff_residual", "consistency_distill"):
-        teacher, student, _, _ = load_correctors(ckpt)
+        teacher, student, _, _ = load_correctors(ckpt, state)
         summary["correctors"] = compare_correctors(
             teacher, loader, student, device=device, seed=cfg.seed
         )
@@ -289,10 +298,6 @@ def evaluate_checkpoint(
     return summary | publish_evaluation(summary, cfg, out_dir, context, task_names, samples)
 
 
-def checkpoint_stage(path: str | Path) -> str:
-    return checkpoint_metadata(load_checkpoint(path), path, "physics")["stage"]
-
-
 def evaluate_steady_checkpoint(
     ckpt: str | Path,
     out_dir: Path,
@@ -301,9 +306,11 @@ def evaluate_steady_checkpoint(
     *,
     overrides: list[str] | None = None,
     publish: bool = True,
+    state: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``evaluate_checkpoint`` for a ``steady_prior``: solution nRMSE, RMSE and max error."""
-    model, cfg, tasks = load_steady_prior(ckpt)
+    """``evaluate_checkpoint`` for a ``steady_prior``: solution nRMSE, RMSE and max error.
+    ``state`` is the checkpoint's content if already read."""
+    model, cfg, tasks = load_steady_prior(ckpt, state)
     if overrides:
         cfg = validate(
             PhysicsConfig, merge_overrides(to_dict(cfg), overrides, str(ckpt)), str(ckpt)

@@ -34,10 +34,11 @@ Model = LatentSurrogate | LatentCorrector
 
 
 def load_correctors(
-    path: str | Path,
+    path: str | Path, ckpt: dict[str, Any] | None = None
 ) -> tuple[DiffusionResidual, ConsistencyResidual | None, PhysicsConfig, list[str]]:
-    """Teacher (and student, for a ``consistency_distill`` checkpoint) rebuilt from the file."""
-    ckpt = load_checkpoint(path)
+    """Teacher (and student, for a ``consistency_distill`` checkpoint) rebuilt from the file
+    (or from ``ckpt``, its content when already read)."""
+    ckpt = load_checkpoint(path) if ckpt is None else ckpt
     meta = checkpoint_metadata(ckpt, path, "physics")
     cfg = PhysicsConfig.model_validate(meta["config"])
     tasks = list(meta.get("tasks", []))

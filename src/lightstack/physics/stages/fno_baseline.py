@@ -150,9 +150,12 @@ class FNOStage(PhysicsStage):
         )
 
 
-def load_fno(path: str | Path) -> tuple[FNOSurrogate, PhysicsConfig, list[str]]:
-    """The ``FNOSurrogate`` of an ``fno`` checkpoint, its resolved config and task names."""
-    ckpt = load_checkpoint(path)
+def load_fno(
+    path: str | Path, ckpt: dict[str, Any] | None = None
+) -> tuple[FNOSurrogate, PhysicsConfig, list[str]]:
+    """The ``FNOSurrogate`` of an ``fno`` checkpoint (or of ``ckpt``, its content when already
+    read), its resolved config and task names."""
+    ckpt = load_checkpoint(path) if ckpt is None else ckpt
     meta = checkpoint_metadata(ckpt, path, "physics")
     cfg = PhysicsConfig.model_validate(meta["config"])
     model = load_into(FNOSurrogate(cfg.fno, cfg.model), ckpt, path)

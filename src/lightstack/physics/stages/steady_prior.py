@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -65,9 +66,12 @@ class SteadyPriorStage(PhysicsStage):
         return {"loss": per_sample_mse, "nrmse": M.nrmse_per_sample(pred, true)}
 
 
-def load_steady_prior(path: str | Path) -> tuple[SteadyPrior, PhysicsConfig, list[str]]:
-    """The plain ``SteadyPrior`` of a ``steady_prior`` checkpoint, its config and task names."""
-    ckpt = load_checkpoint(path)
+def load_steady_prior(
+    path: str | Path, ckpt: dict[str, Any] | None = None
+) -> tuple[SteadyPrior, PhysicsConfig, list[str]]:
+    """The plain ``SteadyPrior`` of a ``steady_prior`` checkpoint (or of ``ckpt``, its content
+    when already read), its config and task names."""
+    ckpt = load_checkpoint(path) if ckpt is None else ckpt
     meta = checkpoint_metadata(ckpt, path, "physics")
     if meta.get("stage") != "steady_prior":
         raise CheckpointError(f"{path} is a {meta.get('stage')!r} checkpoint, not 'steady_prior'")
