@@ -55,6 +55,7 @@ import torch
 from lightning.pytorch.profilers import SimpleProfiler
 from torch.utils.data import DataLoader, RandomSampler
 
+from bench_common import emit, sync
 from lightstack.core.config import load_config
 from lightstack.core.optim import build_optimizer
 from lightstack.core.run import prepare_run_dir
@@ -85,10 +86,6 @@ FETCH_ACTION = "[_TrainingEpochLoop].train_dataloader_next"
 Batch = dict[str, Any]
 
 
-def emit(record: dict[str, Any]) -> None:
-    print(json.dumps(record), flush=True)
-
-
 def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -100,11 +97,6 @@ def environment(device: torch.device) -> dict[str, Any]:
         "device": torch.cuda.get_device_name(device) if cuda else "cpu",
         "torch": torch.__version__,
     }
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def summarise(records: list[dict[str, Any]], keys: tuple[str, ...], values: tuple[str, ...]):

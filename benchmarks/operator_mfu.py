@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench_common import sync
 from lightstack.physics.models.operator import LatentOperator
 
 DEFAULT_SIZES = ("512x12x256x64", "512x12x256x256", "1024x12x1024x32")
@@ -155,11 +156,6 @@ def rates(flops: int, ms: float, batch: int, peak_tflops: float) -> dict[str, An
         "tflops_per_s": sig(flops / ms / 1e9),
         "mfu": sig(flops / (ms / 1000) / (peak_tflops * 1e12)),
     }
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_steps(work: Workload, args: argparse.Namespace) -> float:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import statistics
 import sys
@@ -34,8 +33,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from bench_common import SameBatch, emit, sync
 from lightstack.core.compile import maybe_compile
 from lightstack.core.config import merge_overrides, validate
 from lightstack.core.optim import build_optimization
@@ -160,24 +160,6 @@ def make_stage(cfg: PhysicsConfig, batch: Batch) -> OperatorStage:
     return stage
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class SameBatch(Dataset):
-    """The same pre-built device batch, ``length`` times (a ``batch_size=None`` loader)."""
-
-    def __init__(self, batch: Batch, length: int):
-        self.batch, self.length = batch, length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> Batch:
-        return self.batch
-
-
 @dataclass(frozen=True)
 class Timing:
     """Per step: wall-clock ms, and host CPU ms (process time, all threads; on CUDA it includes
@@ -292,10 +274,6 @@ def peak_memory_gb(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     return round(torch.cuda.max_memory_allocated(device) / 1e9, 3)
-
-
-def emit(record: dict[str, Any]) -> None:
-    print(json.dumps(record), flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:

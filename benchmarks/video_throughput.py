@@ -13,33 +13,23 @@ per measurement.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from bench_common import SameBatch, sync
 from lightstack.core.config import apply_updates, load_config
 from lightstack.core.optim import build_optimizer
 from lightstack.core.trainer import build_trainer
 from lightstack.video.config import VideoConfig
 from lightstack.video.module import VideoModule
-
-
-class DeviceClips(Dataset):
-    """The same pre-built batch, ``length`` times (batch_size=None loader)."""
-
-    def __init__(self, batch: dict, length: int):
-        self.batch, self.length = batch, length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> dict:
-        return self.batch
 
 
 def make_batch(args: argparse.Namespace, device: torch.device) -> dict:
@@ -51,11 +41,6 @@ def make_batch(args: argparse.Namespace, device: torch.device) -> dict:
         "offence": torch.randint(0, 4, (b,), device=device),
         "id": [str(i) for i in range(b)],
     }
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class StepTimer(L.Callback):
@@ -99,7 +84,7 @@ def lightning_run(cfg: VideoConfig, batch: dict, args: argparse.Namespace) -> fl
         enable_model_summary=False,
         callbacks=[timer],
     )
-    trainer.fit(module, DataLoader(DeviceClips(batch, total), batch_size=None))
+    trainer.fit(module, DataLoader(SameBatch(batch, total), batch_size=None))
     return timer.ms_per_step()
 
 
@@ -119,9 +104,10 @@ def lightstack_run(cfg: VideoConfig, batch: dict, args: argparse.Namespace) -> f
     )
     module = make_module(cfg)
     timer = StepTimer(args.warmup, total, args.device)
-    with tempfile.TemporaryDirectory() as run_dir:
+    # Lightning's model summary and bar go to stdout: keep stdout for the JSON lines
+    with tempfile.TemporaryDirectory() as run_dir, contextlib.redirect_stdout(sys.stderr):
         trainer = build_trainer(cfg, Path(run_dir), "train/loss", [timer], module)
-        trainer.fit(module, DataLoader(DeviceClips(batch, total), batch_size=None))
+        trainer.fit(module, DataLoader(SameBatch(batch, total), batch_size=None))
     return timer.ms_per_step()
 
 

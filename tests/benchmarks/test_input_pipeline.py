@@ -36,6 +36,8 @@ def _one_thread() -> None:
 
 
 def load_script():
+    if str(SCRIPT.parent) not in sys.path:  # as `python benchmarks/...` has it: bench_common
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("input_pipeline", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
