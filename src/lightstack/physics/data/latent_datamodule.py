@@ -20,11 +20,10 @@ from contextlib import contextmanager
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset
 
 from lightstack.physics.config import LatentCacheConfig, PhysicsDataConfig
 from lightstack.physics.data.latent_cache import Advance, LatentCache, open_or_build
-from lightstack.physics.data.mixing import window_weights
 from lightstack.physics.data.windows import PDEDataModule
 from lightstack.physics.models.surrogate import LatentSurrogate
 
@@ -115,24 +114,6 @@ class LatentCacheDataModule(PDEDataModule):
         self.cache = cache
         return cache
 
-    def latent_windows(self, horizon: int | None) -> ConcatDataset:
+    def training_windows(self, horizon: int | None) -> ConcatDataset:
         """Windows of ``horizon + 1`` cached training latents (the cache is opened if needed)."""
         return self.open_cache().windows("train", horizon)
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled latent windows, or drawn by ``data.task_weights``; resumable mid-epoch."""
-        dataset = self.latent_windows(self.horizon)
-        weights = self.cfg.task_weights
-        if weights is not None:
-            weights = window_weights(dataset, self.task_names, weights)
-        return self.resumable_loader(
-            dataset, self.batch_size, weights=weights, **self._worker_options()
-        )
-
-
-def training_windows(dm: PDEDataModule, horizon: int | None) -> Dataset:
-    """Training windows as a stage's training steps see them: cached latents when ``dm``
-    serves them, physical fields otherwise."""
-    if isinstance(dm, LatentCacheDataModule):
-        return dm.latent_windows(horizon)
-    return dm.windows("train", horizon)

@@ -256,9 +256,14 @@ class PDEDataModule(ResumableDataModule):
             dataset, batch_size=self.batch_size, shuffle=False, **self._worker_options()
         )
 
+    def training_windows(self, horizon: int | None) -> Dataset:
+        """Training windows of ``horizon + 1`` snapshots as training steps see them (a subclass
+        may serve them in another form, e.g. cached latents)."""
+        return self.windows("train", horizon)
+
     def train_dataloader(self) -> DataLoader:
         """Shuffled windows, or drawn by ``data.task_weights``; resumable mid-epoch."""
-        dataset = self.windows("train", self.horizon)
+        dataset = self.training_windows(self.horizon)
         weights = self.cfg.task_weights
         if weights is not None:
             weights = window_weights(dataset, self.task_names, weights)

@@ -21,7 +21,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lightstack.physics.config import PhysicsConfig
-from lightstack.physics.data.latent_datamodule import training_windows
 from lightstack.physics.data.windows import PDEDataModule
 from lightstack.physics.eval.metrics import nrmse_per_sample
 from lightstack.physics.models.diffusion import DiffusionResidual, LatentCorrector
@@ -181,7 +180,7 @@ class DiffResidualStage(CorrectorStage):
                 f"stage {self.stage!r} measures its residual scale from the training data: fit "
                 f"it with datamodule=<PDEDataModule>, not {type(dm).__name__}"
             )
-        pairs = training_windows(dm, 1)
+        pairs = dm.training_windows(1)
         batch_size = dm.cfg.loader.batch_size
         scale = residual_rms(self.model, pairs, batch_size, self.cfg.diffusion.stats_batches)
         self.model.residual_std.copy_(scale)
