@@ -200,7 +200,7 @@ def test_ode_step_is_diffusers_ddim_step():
     with torch.no_grad():
         for t in (3, 2, 1, 0):
             ts = torch.full((2,), t)
-            output = teacher.denoiser(x, ts, tokens, cond)
+            output = teacher.denoise(x, ts, tokens, cond)
             expected = ddim.step(output, t, x, eta=0.0).prev_sample
             got = teacher.ode_step(x, ts, ts - 1, tokens, cond)
             torch.testing.assert_close(got, expected)
@@ -222,7 +222,7 @@ def test_consistency_target_is_ema_student_at_teacher_ode_point():
     ddim = DDIMScheduler.from_config(teacher.scheduler.config)
     ddim.set_timesteps(4)
     with torch.no_grad():
-        output = teacher.denoiser(x_high, t_high, tokens, cond)
+        output = teacher.denoise(x_high, t_high, tokens, cond)
         x_low = ddim.step(output, 2, x_high, eta=0.0).prev_sample
         expected = student.consistency(x_low, torch.full((3,), 1), tokens, cond, net=ema)
         torch.testing.assert_close(target, expected)
@@ -239,7 +239,7 @@ def test_consistency_function_boundary_and_top_level():
         torch.testing.assert_close(lowest, x / student.alphas_cumprod[0].sqrt())
         # At pure noise the student (initialised as the teacher) gives the teacher's estimate.
         top = torch.full((2,), 3)
-        clean, _ = teacher.predict_clean(x, top, teacher.denoiser(x, top, tokens, cond))
+        clean, _ = teacher.predict_clean(x, top, teacher.denoise(x, top, tokens, cond))
         torch.testing.assert_close(student.consistency(x, top, tokens, cond), clean)
     assert student.sample_levels(1) == [3] and student.sample_levels(2) == [3, 2]
     assert distillation_levels(10, 4).tolist() == [0, 3, 6, 9]
@@ -298,3 +298,33 @@ def test_eval_command_handles_a_steady_checkpoint(tiny_config, darcy_file, tmp_p
     assert 0 < written["metrics"]["all"]["nrmse"] == summary["metrics"]["all"]["nrmse"]
     assert (tmp_path / "eval" / "summary.json").is_file()
     assert (tmp_path / "eval" / "report.html").stat().st_size > 500
+
+
+def test_top_level_sees_zeros_and_gets_its_share_of_training():
+    teacher, _ = toy_models()
+    tokens, cond = torch.randn(2, 2, 16), torch.zeros(2, 1)
+    x_a, x_b = torch.randn(2, 2, 8), torch.randn(2, 2, 8)
+    top, below = torch.full((2,), 3), torch.full((2,), 2)
+    with torch.no_grad():
+        # beta 1 at the top: the network sees zeros there, whatever the noisy sample.
+        at_top = teacher.denoise(x_a, top, tokens, cond)
+        torch.testing.assert_close(at_top, teacher.denoise(x_b, top, tokens, cond))
+        torch.testing.assert_close(
+            at_top, teacher.denoiser(torch.zeros_like(x_a), top, tokens, cond)
+        )
+        torch.testing.assert_close(
+            teacher.denoise(x_a, below, tokens, cond), teacher.denoiser(x_a, below, tokens, cond)
+        )
+        # One sampler step is the top level's deterministic estimate, whatever the noise.
+        samples = [
+            teacher.sample_residual(tokens, cond, 1, torch.Generator().manual_seed(seed))
+            for seed in (0, 1)
+        ]
+        expected, _ = teacher.predict_clean(x_a, top, at_top)
+    torch.testing.assert_close(samples[0], samples[1])
+    torch.testing.assert_close(samples[0], expected)
+    levels = teacher.training_levels(20_000, torch.device("cpu"))
+    shares = torch.bincount(levels, minlength=4) / levels.numel()
+    torch.testing.assert_close(
+        shares, torch.tensor([1 / 6, 1 / 6, 1 / 6, 1 / 2]), atol=0.015, rtol=0
+    )

@@ -241,6 +241,12 @@ class DiffusionConfig(Section):
     min_noise_std: float = Field(
         0.01, gt=0, lt=1, description="refiner: noise std of the lowest level (residual units)"
     )
+    top_level_fraction: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="share of training samples at the top noise level (the rest spread evenly)",
+    )
     sampler: Literal["ddim", "ddpm"] = "ddim"
     sample_steps: int | None = Field(
         None, ge=1, description="sampler steps per latent step (default: train_timesteps)"

@@ -68,8 +68,7 @@ class ConsistencyResidual(LatentCorrector):
         """``f(x_t, t)``: the clean end of the trajectory through ``x_t``; ``net`` defaults to
         the student's own network (pass the EMA copy for distillation targets)."""
         skip, out = self.coefficients(t)
-        output = (net or self.denoiser)(x_t, t, tokens, cond).to(x_t.dtype)
-        return skip * x_t - out * output
+        return skip * x_t - out * self.denoise(x_t, t, tokens, cond, net)
 
     def sample_levels(self, steps: int) -> list[int]:
         """Descending grid levels visited by ``steps``-step sampling (the highest first)."""

@@ -6,6 +6,13 @@ ours; the noise schedule and the sampler are ``diffusers``' (imported inside fun
 ``import lightstack`` stays fast). Residuals are tiny next to the latents, so they are divided
 by their per-channel RMS (buffer ``residual_std``) before diffusion: the schedules assume data
 of unit scale.
+
+At a level with no signal left (the refiner schedule's top level, beta 1) the network sees
+zeros instead of the noisy sample (``LatentCorrector.denoise``), in training and in sampling:
+the noise there says nothing about the residual, and without it that level is a deterministic
+regression of the residual's conditional mean, as PDE-Refiner's first step is. The sample
+itself is still the noise, so samplers and the probability-flow ODE step from it to the next
+level as usual, and the lower levels refine the estimate.
 """
 
 from __future__ import annotations
@@ -175,6 +182,21 @@ class LatentCorrector(nn.Module):
     def scale(self, residual: torch.Tensor) -> torch.Tensor:
         return residual / self.residual_std
 
+    def denoise(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        tokens: torch.Tensor,
+        cond: torch.Tensor,
+        net: nn.Module | None = None,
+    ) -> torch.Tensor:
+        """The network's output (v or epsilon) for samples ``x_t`` at levels ``t`` (B,); where a
+        level has no signal left the network sees zeros instead of ``x_t``. ``net`` defaults to
+        ``self.denoiser`` (the consistency student passes its EMA copy)."""
+        has_signal = _per_sample(self.alphas_cumprod, t) > 0
+        seen = torch.where(has_signal, x_t, torch.zeros_like(x_t))
+        return (net or self.denoiser)(seen, t, tokens, cond).to(x_t.dtype)
+
     def predict_clean(
         self, x_t: torch.Tensor, t: torch.Tensor, output: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,15 +275,25 @@ class DiffusionResidual(LatentCorrector):
     def denoising_loss(
         self, x0: torch.Tensor, tokens: torch.Tensor, cond: torch.Tensor
     ) -> torch.Tensor:
-        """MSE of the network's v (or epsilon) prediction at uniformly drawn noise levels."""
-        t = torch.randint(0, self.diffusion_cfg.train_timesteps, (x0.shape[0],), device=x0.device)
+        """MSE of the network's v (or epsilon) prediction at drawn noise levels (see
+        ``training_levels``)."""
+        t = self.training_levels(x0.shape[0], x0.device)
         noise = torch.randn_like(x0)
         x_t = self.scheduler.add_noise(x0, noise, t)
         if self.diffusion_cfg.prediction == "v_prediction":
             target = self.scheduler.get_velocity(x0, noise, t)
         else:
             target = noise
-        return (self.denoiser(x_t, t, tokens, cond) - target).pow(2).mean()
+        return (self.denoise(x_t, t, tokens, cond) - target).pow(2).mean()
+
+    def training_levels(self, n: int, device: torch.device) -> torch.Tensor:
+        """``n`` noise levels: the top one with probability ``top_level_fraction``, else one of
+        the others uniformly. The top level's estimate is the correction itself; the others only
+        refine it, so it gets the larger share of a short training budget."""
+        top = self.diffusion_cfg.train_timesteps - 1
+        lower = torch.randint(0, top, (n,), device=device)
+        at_top = torch.rand(n, device=device) < self.diffusion_cfg.top_level_fraction
+        return torch.where(at_top, top, lower)
 
     def ode_step(
         self,
@@ -274,7 +306,7 @@ class DiffusionResidual(LatentCorrector):
         """One deterministic DDIM step (the probability-flow ODE solver) from levels ``t`` to
         ``t_prev`` (per sample; -1 is the clean end), as ``diffusers.DDIMScheduler.step`` with
         ``eta=0`` computes it for a single level."""
-        x0, eps = self.predict_clean(x_t, t, self.denoiser(x_t, t, tokens, cond))
+        x0, eps = self.predict_clean(x_t, t, self.denoise(x_t, t, tokens, cond))
         alpha_prev = torch.where(
             t_prev >= 0, self.alphas_cumprod[t_prev.clamp_min(0)], torch.ones_like(t_prev).float()
         ).view(-1, 1, 1)
@@ -310,7 +342,7 @@ class DiffusionResidual(LatentCorrector):
         x = x * sampler.init_noise_sigma
         batch = torch.empty(tokens.shape[0], dtype=torch.long, device=tokens.device)
         for t in sampler.timesteps:
-            output = self.denoiser(x, batch.fill_(int(t)), tokens, cond).to(x.dtype)
+            output = self.denoise(x, batch.fill_(int(t)), tokens, cond)
             if self.diffusion_cfg.sampler == "ddim":
                 x = sampler.step(output, t, x, eta=0.0).prev_sample
             else:
