@@ -41,6 +41,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -131,7 +132,9 @@ def clip_settings(args: argparse.Namespace) -> tuple[tuple[int, int], int | None
 
 def ensure_clips(args: argparse.Namespace) -> Path:
     """The synthetic tree in ``args.data``: reused when it was made with the same settings,
-    written otherwise. A folder that holds anything else is refused, never overwritten."""
+    written otherwise. A folder that holds anything else is refused, never overwritten. The
+    tree is written beside it and renamed into place when complete, so a killed run leaves no
+    half-written tree behind."""
     size, bitrate = clip_settings(args)
     wanted = {
         "generator": "lightstack.video.data.synthetic",
@@ -164,8 +167,10 @@ def ensure_clips(args: argparse.Namespace) -> Path:
     def progress(done: int, total: int) -> None:
         print(f"synthesising {root}: {done}/{total} actions", file=sys.stderr, flush=True)
 
+    partial = root.with_name(root.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
     synthesize(
-        root,
+        partial,
         args.actions,
         views=(2, 2),
         frames=args.clip_frames,
@@ -176,9 +181,11 @@ def ensure_clips(args: argparse.Namespace) -> Path:
         skip_fraction=0.0,
         bitrate=bitrate,
         keyframe_interval=args.keyframe_interval,
-        overwrite=True,
         progress=progress,
     )
+    if root.exists():  # a synthetic tree of other settings (checked above)
+        shutil.rmtree(root)
+    partial.rename(root)
     return root
 
 

@@ -68,6 +68,9 @@ def in_unit_interval(*values: float) -> bool:
 
 def test_video_mode_reports_wait_per_worker_count_and_consumer(tmp_path, capsys):
     data = tmp_path / "tree"
+    leftover = tmp_path / "tree.partial"  # what a synthesis killed half-way leaves behind
+    (leftover / "train").mkdir(parents=True)
+    (leftover / "train" / "clip_0.mp4").write_bytes(b"")
     args = [
         *("video", "--clip-size", "32x48", "--clip-frames", "8", "--actions", "8"),
         *("--data", str(data), "--workers", "0", "1", "--step-ms", "2", "--model"),
@@ -75,6 +78,7 @@ def test_video_mode_reports_wait_per_worker_count_and_consumer(tmp_path, capsys)
         *("--bitrate", "0.2", "--keyframe-interval", "4", *TINY_WINDOW),
     ]
     lines = run_script(*args)
+    assert not leftover.exists() and (data / "train" / "annotations.json").is_file()
     decode, *measures = [r for r in lines if not r.get("summary")]
     summaries = [r for r in lines if r.get("summary")]
 
