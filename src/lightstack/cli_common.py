@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -79,3 +80,35 @@ TuneBatchSize = Annotated[
     bool | None, typer.Option("--tune-batch-size", help="Find the largest batch size first.")
 ]
 TuneLr = Annotated[bool | None, typer.Option("--tune-lr", help="Run the LR finder first.")]
+
+# The options every ``train`` command takes, in ``core.trainer.trainer_overrides``' order.
+TRAINER_OPTIONS = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+    for name, annotation in (
+        ("devices_per_node", DevicesPerNode),
+        ("num_nodes", NumNodes),
+        ("accumulate_grad_batches", AccumulateGradBatches),
+        ("sync_batchnorm", SyncBatchnorm),
+        ("tune_batch_size", TuneBatchSize),
+        ("tune_lr", TuneLr),
+    )
+]
+
+
+def trainer_options(command: F) -> F:
+    """Give a typer command the trainer options of ``TRAINER_OPTIONS`` (``--devices-per-node``,
+    ``--tune-lr``, ...). The command receives them as ``trainer_flags``: the dotted overrides
+    (``trainer.devices=2``) of those that were given."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "trainer_flags"]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from lightstack.core.trainer import trainer_overrides
+
+        values = [kwargs.pop(p.name) for p in TRAINER_OPTIONS]
+        return command(*args, trainer_flags=trainer_overrides(*values), **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*own, *TRAINER_OPTIONS])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *TRAINER_OPTIONS]}
+    return wrapper  # type: ignore[return-value]

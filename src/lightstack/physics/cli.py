@@ -13,18 +13,13 @@ import typer
 
 from lightstack.cli_common import (
     OVERRIDES,
-    AccumulateGradBatches,
     ConfigPath,
     DataFiles,
-    DevicesPerNode,
-    NumNodes,
     Resume,
     RunDir,
-    SyncBatchnorm,
-    TuneBatchSize,
-    TuneLr,
     console,
     reports_errors,
+    trainer_options,
 )
 
 physics_app = typer.Typer(no_args_is_help=True, help="Latent PDE surrogates on PDEBench data.")
@@ -81,6 +76,7 @@ def inspect_command(file: Path) -> None:
 
 @physics_app.command("train", context_settings=OVERRIDES)
 @reports_errors
+@trainer_options
 def train_command(
     ctx: typer.Context,
     config: ConfigPath,
@@ -90,26 +86,13 @@ def train_command(
     data: DataFiles = None,
     run_dir: RunDir = None,
     resume: Resume = "auto",
-    devices_per_node: DevicesPerNode = None,
-    num_nodes: NumNodes = None,
-    accumulate_grad_batches: AccumulateGradBatches = None,
-    sync_batchnorm: SyncBatchnorm = None,
-    tune_batch_size: TuneBatchSize = None,
-    tune_lr: TuneLr = None,
+    *,
+    trainer_flags: list[str],
 ) -> None:
     """Train one stage; dotted overrides follow the options (trainer.max_epochs=3)."""
-    from lightstack.core.trainer import trainer_overrides
     from lightstack.physics.train import train
 
-    flags = trainer_overrides(
-        devices_per_node,
-        num_nodes,
-        accumulate_grad_batches,
-        sync_batchnorm,
-        tune_batch_size,
-        tune_lr,
-    )
-    cfg = load_physics_config(config, [*ctx.args, *flags], data, stage)
+    cfg = load_physics_config(config, [*ctx.args, *trainer_flags], data, stage)
     result = train(cfg, run_dir, resume=resume)
     console.print(f"run directory: {result.run_dir}\nbest checkpoint: {result.best_checkpoint}")
 

@@ -22,17 +22,12 @@ from rich.table import Table
 
 from lightstack.cli_common import (
     OVERRIDES,
-    AccumulateGradBatches,
     ConfigPath,
-    DevicesPerNode,
-    NumNodes,
     Resume,
     RunDir,
-    SyncBatchnorm,
-    TuneBatchSize,
-    TuneLr,
     console,
     reports_errors,
+    trainer_options,
 )
 
 video_app = typer.Typer(
@@ -146,6 +141,7 @@ def synth(
 @video_app.command("train", context_settings=OVERRIDES)
 @reports_errors
 @video_errors
+@trainer_options
 def train(
     ctx: typer.Context,
     config: ConfigPath,
@@ -154,28 +150,15 @@ def train(
     ] = None,
     run_dir: RunDir = None,
     resume: Resume = "auto",
-    devices_per_node: DevicesPerNode = None,
-    num_nodes: NumNodes = None,
-    accumulate_grad_batches: AccumulateGradBatches = None,
-    sync_batchnorm: SyncBatchnorm = None,
-    tune_batch_size: TuneBatchSize = None,
-    tune_lr: TuneLr = None,
+    *,
+    trainer_flags: list[str],
 ) -> None:
     """Train; dotted overrides follow the options (trainer.max_epochs=3 model.ema=true)."""
     from lightstack.core.config import load_config
-    from lightstack.core.trainer import trainer_overrides
     from lightstack.video.config import VideoConfig
     from lightstack.video.train import train as train_video
 
-    flags = trainer_overrides(
-        devices_per_node,
-        num_nodes,
-        accumulate_grad_batches,
-        sync_batchnorm,
-        tune_batch_size,
-        tune_lr,
-    )
-    overrides = [*ctx.args, *flags] + ([f"data.root={data}"] if data is not None else [])
+    overrides = [*ctx.args, *trainer_flags] + ([f"data.root={data}"] if data is not None else [])
     cfg = load_config(config, overrides, VideoConfig)
     result = train_video(cfg, run_dir, resume=resume)
     rows: dict[str, Any] = {
