@@ -89,6 +89,21 @@ def test_r3d_forward_on_a_small_multi_view_batch():
     assert model.backbone.stem[0].weight.grad is not None
 
 
+def test_channels_last_changes_the_layout_not_the_result():
+    torch.manual_seed(0)
+    cfg = VideoModelConfig(backbone="r2plus1d_18", aggregation="mean", hidden=16)
+    default = MultiViewModel(cfg).eval()
+    fast = MultiViewModel(cfg.model_copy(update={"channels_last": True})).eval()
+    fast.load_state_dict(default.state_dict())
+    conv = fast.backbone.stem[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last_3d) and not conv.is_contiguous()
+    video = torch.rand(2, 2, 3, 2, 16, 16)
+    with torch.no_grad():
+        expected, got = default(video), fast(video)
+    torch.testing.assert_close(got["action"], expected["action"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got["offence"], expected["offence"], rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("name", "thw"), [("mc3_18", (2, 16, 16)), ("r2plus1d_18", (2, 16, 16)), ("s3d", (5, 17, 17))]
 )
