@@ -3,15 +3,9 @@ with the keys the benchmark docs read; every number that must be positive is."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from script_runner import json_records, run_benchmark
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY_OPERATOR = [
     *("--device", "cpu", "--width", "16", "--depth", "1", "--heads", "2", "--tokens", "4"),
     *("--patch", "2", "--batch", "4", "--steps", "3", "--warmup", "1", "--repeats", "1"),
@@ -20,20 +14,6 @@ TINY_MFU = [
     *("--device", "cpu", "--sizes", "32x1x8x2", "16x1x4x2", "--head-dim", "16"),
     *("--steps", "2", "--warmup", "1", "--repeats", "1"),
 ]
-
-
-def run_script(name: str, *args: str) -> tuple[list[dict], str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / name), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return [json.loads(line) for line in proc.stdout.splitlines()], proc.stderr
 
 
 @pytest.mark.parametrize(
@@ -45,7 +25,7 @@ def run_script(name: str, *args: str) -> tuple[list[dict], str]:
     ],
 )
 def test_operator_overhead_prints_both_loops_and_the_ratio(precision):
-    records, _ = run_script("operator_overhead.py", *TINY_OPERATOR, "--precision", precision)
+    records, _ = json_records("operator_overhead.py", *TINY_OPERATOR, "--precision", precision)
     *runs, summary = records
     assert [r["loop"] for r in runs] == ["lightstack", "plain"]
     for r in runs:
@@ -61,7 +41,7 @@ def test_operator_overhead_prints_both_loops_and_the_ratio(precision):
 
 
 def test_operator_overhead_takes_overrides_one_loop_and_profiles_it():
-    records, stderr = run_script(
+    records, stderr = json_records(
         "operator_overhead.py",
         *TINY_OPERATOR,
         "--profile",
@@ -82,20 +62,13 @@ def test_operator_overhead_takes_overrides_one_loop_and_profiles_it():
 
 
 def test_operator_overhead_rejects_a_bad_override():
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/operator_overhead.py", "--override", "trainer.nope=1"],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
-        cwd=ROOT,
-        timeout=120,
-    )
+    proc = run_benchmark("operator_overhead.py", "--override", "trainer.nope=1")
     assert proc.returncode != 0
     assert "trainer.nope" in proc.stderr and "unknown key" in proc.stderr
 
 
 def test_operator_mfu_reports_flops_and_mfu_per_size_and_model():
-    records, stderr = run_script("operator_mfu.py", *TINY_MFU, "--compile", "off", "--profile")
+    records, stderr = json_records("operator_mfu.py", *TINY_MFU, "--compile", "off", "--profile")
     runs = [r for r in records if r["repeat"] != "median"]
     medians = [r for r in records if r["repeat"] == "median"]
     models = ["latent_operator", "plain_transformer"]
@@ -116,20 +89,13 @@ def test_operator_mfu_reports_flops_and_mfu_per_size_and_model():
 
 
 def test_operator_mfu_rejects_a_bad_size():
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/operator_mfu.py", "--sizes", "512x12x256"],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
-        cwd=ROOT,
-        timeout=120,
-    )
+    proc = run_benchmark("operator_mfu.py", "--sizes", "512x12x256")
     assert proc.returncode == 2 and "WIDTHxDEPTHxTOKENSxBATCH" in proc.stderr
 
 
 @pytest.mark.slow
 def test_both_scripts_compile_on_cpu():
-    records, _ = run_script(
+    records, _ = json_records(
         "operator_mfu.py",
         *TINY_MFU[:4],
         "--head-dim",
@@ -146,5 +112,5 @@ def test_both_scripts_compile_on_cpu():
         "latent_operator",
     )
     assert [(r["compile"], r["model"]) for r in records] == [(True, "latent_operator")] * 2
-    records, _ = run_script("operator_overhead.py", *TINY_OPERATOR, "--compile")
+    records, _ = json_records("operator_overhead.py", *TINY_OPERATOR, "--compile")
     assert records[-1]["ratio"] > 0 and records[0]["compile"] is True

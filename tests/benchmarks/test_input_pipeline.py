@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,14 +14,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
+from script_runner import BENCHMARKS, json_records
 
 from lightstack.core.config import ConfigError
 from lightstack.video.data import mvfoul
 from lightstack.video.data.mvfoul import MVFoulDataset, VideoDataConfig, decode_clip
 from lightstack.video.data.synthetic import render_frames, synthesize, write_mp4
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "input_pipeline.py"
+SCRIPT = BENCHMARKS / "input_pipeline.py"
 TINY_WINDOW = [
     *("--set", "data.frames=4", "--set", "data.start=0", "--set", "data.end=8"),
     *("--set", "data.fps=25", "--set", "data.size=[32,32]", "--set", "data.batch_size=2"),
@@ -44,21 +42,6 @@ def load_script():
     return module
 
 
-def run_script(*args: str) -> list[dict]:
-    """Run the script as the docs do; every stdout line must be one JSON object."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return [json.loads(line) for line in proc.stdout.splitlines()]
-
-
 def in_unit_interval(*values: float) -> bool:
     return all(0.0 <= v <= 1.0 for v in values)
 
@@ -77,7 +60,7 @@ def test_video_mode_reports_wait_per_worker_count_and_consumer(tmp_path, capsys)
         *("--batches", "3", "--warmup", "1", "--repeats", "1", "--device", "cpu"),
         *("--bitrate", "0.2", "--keyframe-interval", "4", *TINY_WINDOW),
     ]
-    lines = run_script(*args)
+    lines, _ = json_records(SCRIPT.name, *args)
     assert not leftover.exists() and (data / "train" / "annotations.json").is_file()
     decode, *measures = [r for r in lines if not r.get("summary")]
     summaries = [r for r in lines if r.get("summary")]
@@ -128,7 +111,8 @@ def test_video_mode_reports_wait_per_worker_count_and_consumer(tmp_path, capsys)
 
 def test_physics_mode_reports_dataloader_wait_per_variant(tiny_config_file, burgers_file):
     config = tiny_config_file
-    lines = run_script(
+    lines, _ = json_records(
+        SCRIPT.name,
         *("physics", "--config", str(config), "--steps", "4", "--warmup", "2", "--repeats", "1"),
         *("--set", f"data.train_files=[{burgers_file}]", "--set", "data.loader.batch_size=8"),
         *("--variant", "data.loader.num_workers=0"),
