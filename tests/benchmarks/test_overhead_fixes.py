@@ -10,6 +10,7 @@ import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -240,16 +241,7 @@ class Logs(L.LightningModule):
 @pytest.mark.parametrize("bar", [ThrottledRichProgressBar, ThrottledTQDMProgressBar])
 def test_bars_read_metrics_once_per_interval_and_at_epoch_end(bar, metric_reads, tmp_path):
     progress = bar(metrics_interval_s=3600)
-    trainer = L.Trainer(
-        max_epochs=2,
-        callbacks=[progress],
-        logger=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        default_root_dir=tmp_path,
-    )
-    data = torch.utils.data.TensorDataset(torch.randn(40, 3))
-    trainer.fit(Logs(), torch.utils.data.DataLoader(data, batch_size=2))
+    trainer = fit_toy_with_bar(progress, epochs=2, samples=40, root=tmp_path)
     # 20 batches per epoch: one read at the first batch, one at each epoch end
     assert metric_reads == [1, 20, 40]
     # train/loss is on the bar although it was logged without prog_bar: the epoch mean at the end
@@ -264,15 +256,20 @@ def test_a_zero_interval_reads_every_batch(metric_reads):
     assert len(metric_reads) == 6 + 1 and trainer.global_step == 6
 
 
-def fit_toy_with_bar(bar: ProgressBar) -> L.Trainer:
+def fit_toy_with_bar(
+    bar: ProgressBar, epochs: int = 1, samples: int = 12, root: Path | None = None
+) -> L.Trainer:
+    """``Logs`` fitted for ``epochs`` over ``samples`` rows in batches of 2, ``bar`` its only
+    callback."""
     trainer = L.Trainer(
-        max_epochs=1,
+        max_epochs=epochs,
         callbacks=[bar],
         logger=False,
         enable_model_summary=False,
         enable_checkpointing=False,
+        default_root_dir=root,
     )
-    data = torch.utils.data.TensorDataset(torch.randn(12, 3))
+    data = torch.utils.data.TensorDataset(torch.randn(samples, 3))
     trainer.fit(Logs(), torch.utils.data.DataLoader(data, batch_size=2))
     return trainer
 
