@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
-from lightstack.core.checkpoints import checkpoint_metadata, load_checkpoint, load_into
+from lightstack.core.checkpoints import checkpoint_metadata, load_checkpoint
 from lightstack.core.config import merge_overrides, to_dict, validate
 from lightstack.core.io import atomic_write_json
 from lightstack.physics.config import PhysicsConfig
@@ -35,6 +35,7 @@ from lightstack.physics.eval.report import write_report
 from lightstack.physics.eval.rollout import RolloutSample, evaluate_model, trajectory_metrics
 from lightstack.physics.models.surrogate import LatentSurrogate
 from lightstack.physics.stages.correctors import compare_correctors, load_correctors
+from lightstack.physics.stages.handoff import read_stage_checkpoint
 from lightstack.physics.stages.steady_prior import evaluate_steady, load_steady_prior
 
 Engine = Literal["torch", "lightning"]
@@ -49,11 +50,9 @@ def load_surrogate(
     ``ckpt`` is the file's content when the caller has read it already (every loader here
     takes it, so one evaluation reads the file once).
     """
-    ckpt = load_checkpoint(path) if ckpt is None else ckpt
-    meta = checkpoint_metadata(ckpt, path, "physics")
-    cfg = PhysicsConfig.model_validate(meta["config"])
-    model = load_into(LatentSurrogate(cfg.model), ckpt, path)
-    return model.eval(), cfg, list(meta.get("tasks", []))
+    found = read_stage_checkpoint(path, ckpt)
+    model = found.load_into(LatentSurrogate(found.config.model))
+    return model.eval(), found.config, found.tasks
 
 
 def load_predictor(

@@ -19,9 +19,6 @@ from torch.utils.data import DataLoader
 from lightstack.core.checkpoints import (
     CheckpointError,
     architecture_fingerprint,
-    checkpoint_metadata,
-    load_checkpoint,
-    load_into,
     module_state_dict,
 )
 from lightstack.physics.config import PhysicsConfig
@@ -29,6 +26,7 @@ from lightstack.physics.eval.metrics import nrmse_per_sample, nrmse_per_step
 from lightstack.physics.models.consistency import ConsistencyResidual
 from lightstack.physics.models.diffusion import DiffusionResidual, LatentCorrector
 from lightstack.physics.models.surrogate import LatentSurrogate
+from lightstack.physics.stages.handoff import read_stage_checkpoint
 
 Model = LatentSurrogate | LatentCorrector
 
@@ -38,29 +36,25 @@ def load_correctors(
 ) -> tuple[DiffusionResidual, ConsistencyResidual | None, PhysicsConfig, list[str]]:
     """Teacher (and student, for a ``consistency_distill`` checkpoint) rebuilt from the file
     (or from ``ckpt``, its content when already read)."""
-    ckpt = load_checkpoint(path) if ckpt is None else ckpt
-    meta = checkpoint_metadata(ckpt, path, "physics")
-    cfg = PhysicsConfig.model_validate(meta["config"])
-    tasks = list(meta.get("tasks", []))
-    stage = meta.get("stage")
-    if stage == "diff_residual":
-        teacher = load_into(DiffusionResidual(cfg.model, cfg.diffusion), ckpt, path)
+    found = read_stage_checkpoint(path, ckpt)
+    cfg, tasks = found.config, found.tasks
+    if found.stage == "diff_residual":
+        teacher = found.load_into(DiffusionResidual(cfg.model, cfg.diffusion))
         return teacher.eval(), None, cfg, tasks
-    if stage != "consistency_distill":
+    if found.stage != "consistency_distill":
         raise CheckpointError(
-            f"{path} is a {stage!r} checkpoint; expected 'diff_residual' or 'consistency_distill'"
+            f"{path} is a {found.stage!r} checkpoint; expected 'diff_residual' or "
+            "'consistency_distill'"
         )
-    student = load_into(
+    student = found.load_into(
         ConsistencyResidual(
             cfg.model, cfg.diffusion, cfg.consistency.levels, cfg.consistency.sample_steps
-        ),
-        ckpt,
-        path,
+        )
     )
     teacher = DiffusionResidual(cfg.model, cfg.diffusion)
-    if architecture_fingerprint(teacher) != meta.get("teacher_fingerprint"):
+    if architecture_fingerprint(teacher) != found.meta.get("teacher_fingerprint"):
         raise CheckpointError(f"{path}: the stored teacher does not match its config")
-    teacher.load_state_dict(module_state_dict(ckpt, "teacher."), strict=True)
+    teacher.load_state_dict(module_state_dict(found.checkpoint, "teacher."), strict=True)
     return teacher.eval(), student.eval(), cfg, tasks
 
 

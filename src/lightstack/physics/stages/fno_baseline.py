@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightstack.core.checkpoints import checkpoint_metadata, load_checkpoint, load_into
 from lightstack.core.optim import build_optimization
 from lightstack.physics.config import FNOConfig, PhysicsConfig, SurrogateConfig
 from lightstack.physics.stages.base import PhysicsStage
+from lightstack.physics.stages.handoff import read_stage_checkpoint
 from lightstack.physics.stages.operator import OperatorStage
 
 
@@ -155,8 +155,7 @@ def load_fno(
 ) -> tuple[FNOSurrogate, PhysicsConfig, list[str]]:
     """The ``FNOSurrogate`` of an ``fno`` checkpoint (or of ``ckpt``, its content when already
     read), its resolved config and task names."""
-    ckpt = load_checkpoint(path) if ckpt is None else ckpt
-    meta = checkpoint_metadata(ckpt, path, "physics")
-    cfg = PhysicsConfig.model_validate(meta["config"])
-    model = load_into(FNOSurrogate(cfg.fno, cfg.model), ckpt, path)
-    return model.eval(), cfg, list(meta.get("tasks", []))
+    found = read_stage_checkpoint(path, ckpt)
+    cfg = found.config
+    model = found.load_into(FNOSurrogate(cfg.fno, cfg.model))
+    return model.eval(), cfg, found.tasks

@@ -4,6 +4,9 @@ Everything is checked before any training starts: the file exists and is a physi
 checkpoint, it was written by the expected stage, and the architecture and data fields it was
 trained with match this run's config (a different grid, time stride or model width would load
 weights that mean something else, or fail deep inside ``load_state_dict``).
+
+``read_stage_checkpoint`` is the unchecked part, a checkpoint of any stage with its stored
+config: the evaluation loaders (``load_surrogate``, ``load_correctors``, ...) start from it.
 """
 
 from __future__ import annotations
@@ -55,6 +58,10 @@ class StageCheckpoint:
     def meta(self) -> dict[str, Any]:
         return checkpoint_metadata(self.checkpoint, self.path, "physics")
 
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.meta.get("tasks", []))
+
     def load_into(self, module: nn.Module, prefix: str = "model.") -> nn.Module:
         """Load the stage's ``prefix`` weights into ``module`` (fingerprint-checked)."""
         return load_into(module, self.checkpoint, self.path, prefix)
@@ -89,6 +96,19 @@ def config_mismatches(cfg: PhysicsConfig, parent: PhysicsConfig, stage: str) -> 
     return found
 
 
+def read_stage_checkpoint(path: str | Path, ckpt: dict[str, Any] | None = None) -> StageCheckpoint:
+    """A physics checkpoint of any stage with its stored config; ``ckpt`` is the file's content
+    when the caller has read it already (so one evaluation reads the file once)."""
+    path = Path(path)
+    ckpt = load_checkpoint(path) if ckpt is None else ckpt
+    meta = checkpoint_metadata(ckpt, path, "physics")
+    try:
+        config = PhysicsConfig.model_validate(meta["config"])
+    except (KeyError, ValidationError) as exc:
+        raise CheckpointError(f"{path}: its stored config is missing or invalid: {exc}") from exc
+    return StageCheckpoint(path, meta.get("stage"), config, ckpt)
+
+
 def load_stage_checkpoint(
     path: str | Path | None, expected_stage: str, cfg: PhysicsConfig
 ) -> StageCheckpoint:
@@ -105,21 +125,17 @@ def load_stage_checkpoint(
         )
     path = Path(path)
     ckpt = load_checkpoint(path)
-    meta = checkpoint_metadata(ckpt, path, "physics")
-    found = meta.get("stage")
+    found = checkpoint_metadata(ckpt, path, "physics").get("stage")
     if found != expected_stage:
         raise CheckpointError(
             f"{path} is a {found!r} checkpoint, but stage {cfg.stage!r} starts from a "
             f"{expected_stage!r} checkpoint (init_from)"
         )
-    try:
-        parent = PhysicsConfig.model_validate(meta["config"])
-    except (KeyError, ValidationError) as exc:
-        raise CheckpointError(f"{path}: its stored config is missing or invalid: {exc}") from exc
-    mismatches = config_mismatches(cfg, parent, expected_stage)
+    parent = read_stage_checkpoint(path, ckpt)
+    mismatches = config_mismatches(cfg, parent.config, expected_stage)
     if mismatches:
         raise CheckpointError(
             f"{path} does not match this run's config (stage {cfg.stage!r} needs the same "
             "architecture and data layout):\n  " + "\n  ".join(mismatches)
         )
-    return StageCheckpoint(path, expected_stage, parent, ckpt)
+    return parent

@@ -16,15 +16,13 @@ from torch.utils.data import DataLoader
 
 from lightstack.core.checkpoints import (
     CheckpointError,
-    checkpoint_metadata,
-    load_checkpoint,
-    load_into,
 )
 from lightstack.physics.config import PhysicsConfig
 from lightstack.physics.data.steady import SteadyDataModule
 from lightstack.physics.eval import metrics as M
 from lightstack.physics.models.steady import SteadyPrior
 from lightstack.physics.stages.base import PhysicsStage
+from lightstack.physics.stages.handoff import read_stage_checkpoint
 
 
 class SteadyPriorStage(PhysicsStage):
@@ -71,13 +69,12 @@ def load_steady_prior(
 ) -> tuple[SteadyPrior, PhysicsConfig, list[str]]:
     """The plain ``SteadyPrior`` of a ``steady_prior`` checkpoint (or of ``ckpt``, its content
     when already read), its config and task names."""
-    ckpt = load_checkpoint(path) if ckpt is None else ckpt
-    meta = checkpoint_metadata(ckpt, path, "physics")
-    if meta.get("stage") != "steady_prior":
-        raise CheckpointError(f"{path} is a {meta.get('stage')!r} checkpoint, not 'steady_prior'")
-    cfg = PhysicsConfig.model_validate(meta["config"])
-    model = load_into(SteadyPrior(cfg.model, cfg.steady), ckpt, path)
-    return model.eval(), cfg, list(meta.get("tasks", []))
+    found = read_stage_checkpoint(path, ckpt)
+    if found.stage != "steady_prior":
+        raise CheckpointError(f"{path} is a {found.stage!r} checkpoint, not 'steady_prior'")
+    cfg = found.config
+    model = found.load_into(SteadyPrior(cfg.model, cfg.steady))
+    return model.eval(), cfg, found.tasks
 
 
 @torch.no_grad()
