@@ -30,7 +30,7 @@ from lightstack.physics.stages.handoff import StageCheckpoint
 Pairs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def latent_pairs(model: LatentCorrector, batch: dict[str, torch.Tensor]) -> Pairs:
+def batch_pairs(model: LatentCorrector, batch: dict[str, torch.Tensor]) -> Pairs:
     """Teacher-forced pairs of a training batch (``LatentCorrector.pairs_from_latents``): from
     cached latents ``batch["latents"]`` without the encoder, else encoded from ``fields``."""
     if "latents" in batch:
@@ -71,7 +71,7 @@ class CorrectorStage(PhysicsStage):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Scaled residuals (the clean diffusion samples), denoiser context, conditioning."""
         with torch.no_grad():
-            tokens, z_pred, z_true, cond = latent_pairs(self.model, batch)
+            tokens, z_pred, z_true, cond = batch_pairs(self.model, batch)
             return self.model.scale(z_true - z_pred), tokens, cond
 
     # --- validation / test -------------------------------------------------------------------
@@ -134,7 +134,7 @@ def residual_rms(
     for i, batch in enumerate(loader):
         if i == batches:
             break
-        _, z_pred, z_true, _ = latent_pairs(model, batch)
+        _, z_pred, z_true, _ = batch_pairs(model, batch)
         residual = (z_true - z_pred).flatten(0, 1)
         total = total + residual.double().pow(2).sum(dim=0)
         count += residual.shape[0]
