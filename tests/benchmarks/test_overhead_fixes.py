@@ -25,6 +25,7 @@ from lightstack.core.callbacks.throughput import ThroughputMonitor
 from lightstack.physics.eval.metrics import nrmse_per_sample
 from lightstack.physics.stages.operator import MaskedMean, OperatorStage
 from lightstack.physics.train import train, with_data_shapes
+from optimizer_snapshot import Snapshot
 
 torch.set_num_threads(1)
 
@@ -135,30 +136,6 @@ class Toy(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.parameters(), lr=0.1, fused=True)
-
-
-class Snapshot(Callback):
-    """Weights and the whole AdamW state just before and just after batch ``index``."""
-
-    def __init__(self, index: int):
-        self.index = index
-        self.before: list[torch.Tensor] = []
-        self.after: list[torch.Tensor] = []
-
-    @staticmethod
-    def _state(trainer: L.Trainer, module: L.LightningModule) -> list[torch.Tensor]:
-        states = trainer.optimizers[0].state.values()
-        return [p.detach().clone() for p in module.parameters()] + [
-            v.clone() for s in states for v in s.values()
-        ]
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        if batch_idx == self.index:
-            self.before = self._state(trainer, module)
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if batch_idx == self.index:
-            self.after = self._state(trainer, module)
 
 
 def fit_toy(module: L.LightningModule, callbacks: list[Callback], device: str = "cpu"):

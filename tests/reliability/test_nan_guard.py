@@ -16,6 +16,7 @@ from lightstack.core.checkpoints import AtomicCheckpointIO, load_checkpoint
 from lightstack.core.trainer import build_trainer
 from lightstack.physics.stages.operator import OperatorStage
 from lightstack.physics.train import train
+from optimizer_snapshot import Snapshot
 
 POISON_STEP = 3
 
@@ -133,33 +134,12 @@ def toy_trainer(tmp_path: Path, callbacks: list[Callback], epochs: int = 1) -> L
     )
 
 
-class Snapshot(Callback):
-    """Weights and AdamW moments just before and just after batch ``index``."""
-
-    def __init__(self, index: int):
-        self.index = index
-        self.before: list[torch.Tensor] = []
-        self.after: list[torch.Tensor] = []
-
-    def _state(self, trainer: L.Trainer, module: L.LightningModule) -> list[torch.Tensor]:
-        moments = [s["exp_avg"] for s in trainer.optimizers[0].state.values()]
-        return [p.detach().clone() for p in module.parameters()] + [m.clone() for m in moments]
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        if batch_idx == self.index:
-            self.before = self._state(trainer, module)
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if batch_idx == self.index:
-            self.after = self._state(trainer, module)
-
-
 def test_a_skipped_step_leaves_weights_and_optimizer_state_untouched(tmp_path):
     snapshot = Snapshot(index=2)
     trainer = toy_trainer(tmp_path, [NaNGuard("skip", 5), snapshot])
     with pytest.warns(UserWarning, match="train/loss is NaN/Inf at global step 2"):
         trainer.fit(Toy(nan_batch=2), loader())
-    assert len(snapshot.before) == 4  # weight, bias and their two first moments
+    assert len(snapshot.before) == 8  # weight, bias; step, exp_avg, exp_avg_sq of each
     assert all(torch.equal(a, b) for a, b in zip(snapshot.before, snapshot.after, strict=True))
     assert all(torch.isfinite(p).all() for p in trainer.lightning_module.parameters())
 
