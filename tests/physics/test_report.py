@@ -80,7 +80,7 @@ def test_report_escapes_names_and_draws_every_stage(tmp_path):
         "<b>a</b>": {"rollout_nrmse@1": 0.1, "persistence_rollout_nrmse@1": 0.2},
         "c": {"rollout_nrmse@1": 0.1},
     }
-    sample = RolloutSample("c", torch.rand(3, 8, 1), torch.rand(2, 8, 1), torch.rand(8, 1))
+    sample = RolloutSample("c", torch.rand(3, 8, 1), torch.rand(3, 8, 1), torch.rand(8, 1))
     histories = {
         "operator": [{"epoch": 0, "train/loss": 1.0, "val/nrmse": 0.5}],
         "diff_residual": [{"epoch": 0, "train/loss_epoch": 0.5, "train/loss_step": 9.0}],
