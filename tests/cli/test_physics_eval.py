@@ -108,7 +108,7 @@ def test_nan_checkpoint_fails_with_one_line_naming_it(operator_run, tmp_path):
     )
     assert result.exit_code == 3, result.output
     output = squash(result.output)
-    lines = [line for line in output.split("error:")[1:]]
+    lines = output.split("error:")[1:]
     assert len(lines) == 1
     assert squash(f"checkpoint {bad}: its predictions hold NaN or Inf in 6 of 6") in lines[0]
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]["all"]

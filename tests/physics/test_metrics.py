@@ -65,7 +65,7 @@ def pdebench_reference(pred: np.ndarray, true: np.ndarray, i_low=4, i_high=12) -
 def decaying(shape: tuple[int, ...], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(B, T, *S, C)`` truth decaying 100x over time and a prediction off by a constant."""
     gen = torch.Generator().manual_seed(seed)
-    b, t = shape[:2]
+    t = shape[1]
     decay = torch.logspace(0, -2, t, dtype=torch.float64).view(1, t, *[1] * (len(shape) - 2))
     true = (torch.randn(shape, generator=gen, dtype=torch.float64) + 0.5) * decay
     pred = true + 0.02 * torch.randn(shape, generator=gen, dtype=torch.float64)
