@@ -77,7 +77,7 @@ def test_operator_eval_writes_predictions_an_outside_tool_can_score(operator_run
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', html)
     assert images == [
         "Rollout error against horizon",
-        "Prediction vs truth: burgers",
+        "Truth, prediction and error of test trajectories",
         "Training curves",
     ]
     assert "autoregressive rollout nRMSE" in html and "mean over steps, channels" in html

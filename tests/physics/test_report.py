@@ -7,6 +7,7 @@ import torch
 
 from lightstack.physics.eval.gates import check_gates
 from lightstack.physics.eval.leaderboard import Decision
+from lightstack.physics.eval.plots import plot_predictions
 from lightstack.physics.eval.report import write_report
 from lightstack.physics.eval.rollout import RolloutSample
 from lightstack.physics.evaluate import evaluate_checkpoint
@@ -62,7 +63,7 @@ def test_eval_writes_report_leaderboard_and_summary(trained, tmp_path):
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', html)
     assert images == [
         "Rollout error against horizon",
-        "Prediction vs truth: burgers",
+        "Truth, prediction and error of test trajectories",
         "Training curves",
     ]
     assert "http://" not in html and "https://" not in html  # self-contained
@@ -81,6 +82,7 @@ def test_report_escapes_names_and_draws_every_stage(tmp_path):
         "c": {"rollout_nrmse@1": 0.1},
     }
     sample = RolloutSample("c", torch.rand(3, 8, 1), torch.rand(3, 8, 1), torch.rand(8, 1))
+    png = plot_predictions([sample], tmp_path / "predictions.png")
     histories = {
         "operator": [{"epoch": 0, "train/loss": 1.0, "val/nrmse": 0.5}],
         "diff_residual": [{"epoch": 0, "train/loss_epoch": 0.5, "train/loss_step": 9.0}],
@@ -90,7 +92,7 @@ def test_report_escapes_names_and_draws_every_stage(tmp_path):
         title="t",
         info={"checkpoint": "x.ckpt"},
         results=results,
-        samples=[sample],
+        predictions_png=png,
         histories=histories,
         gates=check_gates({}, {}),
         decision=Decision(True, None, ["no champion for this task set yet"]),

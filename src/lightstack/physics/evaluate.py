@@ -352,10 +352,9 @@ def evaluate_checkpoint(
         if cfg.eval.plot_samples
         else []
     )
-    if samples:
-        plot_predictions(samples, out_dir / "predictions.png")
+    png = plot_predictions(samples, out_dir / "predictions.png") if samples else None
     context = context or RunContext.of_checkpoint(ckpt, cfg)
-    return summary | publish_evaluation(summary, cfg, out_dir, context, task_names, samples)
+    return summary | publish_evaluation(summary, cfg, out_dir, context, task_names, png)
 
 
 def evaluate_steady_checkpoint(
@@ -393,7 +392,7 @@ def evaluate_steady_checkpoint(
     if not publish:
         return summary
     context = RunContext.of_checkpoint(ckpt, cfg)
-    return summary | publish_evaluation(summary, cfg, out_dir, context, task_names, [])
+    return summary | publish_evaluation(summary, cfg, out_dir, context, task_names, None)
 
 
 def publish_evaluation(
@@ -402,7 +401,7 @@ def publish_evaluation(
     out_dir: Path,
     context: RunContext,
     task_names: list[str],
-    samples: list[RolloutSample],
+    predictions_png: Path | None,
 ) -> dict[str, Any]:
     """Gates, leaderboard and champion, ``report.html`` and ``summary.json`` of one evaluation."""
     metrics = judged_metrics(summary, context)
@@ -439,7 +438,7 @@ def publish_evaluation(
             "evaluation": f"{summary['engine']}, {summary['eval_wall_s']:.1f} s",
         },
         results=summary["metrics"],
-        samples=samples,
+        predictions_png=predictions_png,
         histories=histories,
         gates=gates,
         decision=decision,

@@ -72,13 +72,12 @@ def plot_predictions(samples: list[RolloutSample], path: str | Path) -> Path:
         raise ValueError("no samples to plot")
     one_d = samples[0].truth.dim() == 3
     rows = len(samples) * (1 if one_d else 3)
-    fig, axes = plt.subplots(rows, 3, figsize=(12, 2.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, 3, figsize=(12, 2.8 * rows), squeeze=False, layout="constrained")
     for index, sample in enumerate(samples):
         if one_d:
             _xt_row(axes[index], sample)
         else:
             _slices_rows(axes[3 * index : 3 * index + 3], sample)
-    fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=80)

@@ -10,7 +10,6 @@ import base64
 import csv
 import io
 import re
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,6 @@ import matplotlib.pyplot as plt
 from lightstack.core.io import atomic_write_text
 from lightstack.physics.eval.gates import GateResult
 from lightstack.physics.eval.leaderboard import Decision
-from lightstack.physics.eval.plots import plot_predictions
-from lightstack.physics.eval.rollout import RolloutSample
 
 TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
@@ -211,26 +208,13 @@ def loss_figure(
     return _png(fig)
 
 
-def prediction_figures(samples: list[RolloutSample]) -> list[tuple[str, str]]:
-    """One prediction-vs-truth figure per task, as (task, base64 PNG)."""
-    by_task: dict[str, list[RolloutSample]] = defaultdict(list)
-    for sample in samples:
-        by_task[sample.task].append(sample)
-    figures = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for task, group in by_task.items():
-            path = plot_predictions(group, Path(tmp) / f"{len(figures)}.png")
-            figures.append((task, base64.b64encode(path.read_bytes()).decode()))
-    return figures
-
-
 def write_report(
     path: str | Path,
     *,
     title: str,
     info: dict[str, str],
     results: dict[str, dict[str, float]],
-    samples: list[RolloutSample],
+    predictions_png: Path | None,
     histories: dict[str, list[dict[str, Any]]],
     gates: list[GateResult],
     decision: Decision | None,
@@ -240,7 +224,9 @@ def write_report(
     tasks = list(results)
     metric_names = list(dict.fromkeys(m for values in results.values() for m in values))
     figures = [("Rollout error against horizon", horizon_figure(results))]
-    figures += [(f"Prediction vs truth: {task}", png) for task, png in prediction_figures(samples)]
+    if predictions_png is not None:  # drawn once by plots.plot_predictions, embedded here
+        png = base64.b64encode(Path(predictions_png).read_bytes()).decode()
+        figures.append(("Truth, prediction and error of test trajectories", png))
     figures.append(("Training curves", loss_figure(histories, step_logs)))
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     html = env.from_string(TEMPLATE).render(
