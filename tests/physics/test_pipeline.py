@@ -309,9 +309,16 @@ def test_real_stages_hand_off_checkpoints_and_any_stage_evaluates(tiny_config, t
     assert all(history.values()), history
 
     # Lightning and the plain loop agree on a sampling stage too (seeded residual draws)
+    # (the last stage through `physics eval` itself, as a user evaluates it)
     for stage in ("diff_residual", "consistency_distill"):
         ckpt = stages / stage / "checkpoints" / "best.ckpt"
-        plain = evaluate_checkpoint(ckpt, tmp_path / "t", publish=False)["metrics"]
+        if stage == "consistency_distill":
+            args = ["eval", "--ckpt", str(ckpt), "--run-dir", str(tmp_path / "t"), "gates={}"]
+            assert CliRunner().invoke(cli(), args).exit_code == 0
+            plain = json.loads((tmp_path / "t" / "metrics.json").read_text())["metrics"]
+            assert (tmp_path / "t" / "predictions.hdf5").is_file()
+        else:
+            plain = evaluate_checkpoint(ckpt, tmp_path / "t", publish=False)["metrics"]
         lit = evaluate_checkpoint(ckpt, tmp_path / "l", engine="lightning", publish=False)
         for name, value in plain["all"].items():
             assert lit["metrics"]["all"][name] == pytest.approx(value, rel=1e-5, abs=1e-12)
