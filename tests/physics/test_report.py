@@ -83,6 +83,10 @@ def test_report_escapes_names_and_draws_every_stage(tmp_path):
     }
     sample = RolloutSample("c", torch.rand(3, 8, 1), torch.rand(3, 8, 1), torch.rand(8, 1))
     png = plot_predictions([sample], tmp_path / "predictions.png")
+    field_2d = RolloutSample(
+        "ns", torch.rand(5, 8, 6, 2), torch.rand(5, 8, 6, 2), torch.rand(8, 6, 2)
+    )
+    assert plot_predictions([field_2d], tmp_path / "2d.png").stat().st_size > 1000
     histories = {
         "operator": [{"epoch": 0, "train/loss": 1.0, "val/nrmse": 0.5}],
         "diff_residual": [{"epoch": 0, "train/loss_epoch": 0.5, "train/loss_step": 9.0}],

@@ -54,11 +54,12 @@ def _slices_rows(axes: np.ndarray, sample: RolloutSample) -> None:
     times = sorted({sample.initial_step, (sample.initial_step + steps - 1) // 2, steps - 1})
     for row, (name, values) in zip(axes, fields.items(), strict=True):
         for ax, step in zip(row, times, strict=False):
-            image = values[step]
+            image, truth = values[step], fields["truth"][step]
             while image.ndim > 2:
-                image = image[..., 0]
+                image, truth = image[..., 0], truth[..., 0]
+            scale = {} if name == "|error|" else {"vmin": truth.min(), "vmax": truth.max()}
             shown = ax.imshow(
-                image.T, origin="lower", cmap="magma" if name == "|error|" else "RdBu_r"
+                image.T, origin="lower", cmap="magma" if name == "|error|" else "RdBu_r", **scale
             )
             ax.set_xlabel("x index")
             ax.set_ylabel("y index")
