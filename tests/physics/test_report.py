@@ -43,7 +43,10 @@ def test_eval_writes_report_leaderboard_and_summary(trained, tmp_path):
     summary = evaluate_checkpoint(
         ckpt,
         out,
-        overrides=["gates={rollout_nrmse@4: {max: 100}, val/nrmse: {max: 1.0e-6}}"],
+        overrides=[
+            "gates={rollout_nrmse@4: {max: 100}, val/nrmse: {max: 1.0e-6}}",
+            "eval.plot_samples=1",
+        ],
     )
     assert summary["gates_passed"] is False and summary["failed_gates"] == ["val/nrmse"]
     assert summary["promoted"] is False and summary["champion"] is None
@@ -70,7 +73,7 @@ def test_eval_writes_report_leaderboard_and_summary(trained, tmp_path):
     assert "val/nrmse" in html and "FAILED" in html and "rollout_nrmse@16" in html
 
     # once the gates pass the run becomes champion; the same model again keeps one row
-    passed = evaluate_checkpoint(ckpt, out, overrides=["gates={}"])
+    passed = evaluate_checkpoint(ckpt, out, overrides=["gates={}", "eval.plot_samples=1"])
     assert passed["gates_passed"] and passed["promoted"]
     assert len(list(csv.DictReader(board.open()))) == 1
 
