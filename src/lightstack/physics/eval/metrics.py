@@ -153,7 +153,7 @@ class ErrorSums:
     def add(self, errors: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> None:
         """Add the ``sample_errors`` of a batch (only the samples in ``mask`` when given)."""
         if mask is not None:
-            errors = {k: v[mask] for k, v in errors.items()}
+            errors = {k: v[mask.to(v.device)] for k, v in errors.items()}
         n = len(next(iter(errors.values())))
         if not n:
             return

@@ -114,7 +114,7 @@ class GroupTotals:
         for name, errors in result.errors.items():
             self.errors[name].add(errors, mask)
         for name, values in result.per_sample.items():
-            self.sums[name] += float(values[mask].double().sum())
+            self.sums[name] += float(values[mask.to(values.device)].double().sum())
         self.count += int(mask.sum())
 
     def metrics(self, horizons: Iterable[int]) -> dict[str, float]:
@@ -134,7 +134,7 @@ class GroupTotals:
                     "nrmse"
                 ]
         out |= {name: total / self.count for name, total in self.sums.items()}
-        out["nonfinite_predictions"] = self.sums["nonfinite_predictions"]
+        out["nonfinite_predictions"] = self.sums["nonfinite_predictions"]  # a count, not a mean
         return out | {"trajectories": self.count}
 
 
