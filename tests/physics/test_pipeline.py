@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import re
@@ -308,9 +309,16 @@ def test_real_stages_hand_off_checkpoints_and_any_stage_evaluates(tiny_config, t
     assert all(history.values()), history
 
     # Lightning and the plain loop agree on a sampling stage too (seeded residual draws)
+    # (the last stage through `physics eval` itself, as a user evaluates it)
     for stage in ("diff_residual", "consistency_distill"):
         ckpt = stages / stage / "checkpoints" / "best.ckpt"
-        plain = evaluate_checkpoint(ckpt, tmp_path / "t", publish=False)["metrics"]
+        if stage == "consistency_distill":
+            args = ["eval", "--ckpt", str(ckpt), "--run-dir", str(tmp_path / "t"), "gates={}"]
+            assert CliRunner().invoke(cli(), args).exit_code == 0
+            plain = json.loads((tmp_path / "t" / "metrics.json").read_text())["metrics"]
+            assert (tmp_path / "t" / "predictions.hdf5").is_file()
+        else:
+            plain = evaluate_checkpoint(ckpt, tmp_path / "t", publish=False)["metrics"]
         lit = evaluate_checkpoint(ckpt, tmp_path / "l", engine="lightning", publish=False)
         for name, value in plain["all"].items():
             assert lit["metrics"]["all"][name] == pytest.approx(value, rel=1e-5, abs=1e-12)
@@ -385,3 +393,43 @@ def test_a_stage_generating_another_equation_inherits_no_solver_parameters(tiny_
     steady = stage_config(cfg, "steady_prior")
     assert steady.generate.equation == "darcy2d" and steady.generate.params == {"n": 16}
     assert stage_config(cfg, "operator").generate.params == {"nu": 0.01, "nx": 64}
+
+
+@pytest.mark.parametrize(
+    ("operator_nrmse", "exit_code"), [(0.01, EXIT_OK), (0.5, EXIT_GATE_FAILED)]
+)
+def test_gates_judge_the_evaluated_stage_not_a_later_steady_prior(
+    tiny_config, operator_ckpt, tmp_path, monkeypatch, operator_nrmse, exit_code
+):
+    """A steady_prior trained after the operator logs val/nrmse too; the gate on the
+    operator's rollout must read the operator's value, whatever the steady model scored."""
+    fake = FakeStages()
+
+    def train_with_own_metrics(cfg, run_dir):
+        result = fake(cfg, run_dir)
+        value = operator_nrmse if cfg.stage == "operator" else 0.5 - operator_nrmse + 0.01
+        return dataclasses.replace(result, metrics={"val/nrmse": value})
+
+    monkeypatch.setattr(pipeline, "train", train_with_own_metrics)
+    cfg = config(
+        tiny_config,
+        operator_ckpt,
+        "pipeline.stages=[operator, steady_prior]",
+        "gates={val/nrmse: {max: 0.1}}",
+    )
+    result = run_pipeline(cfg, tmp_path / "p")
+    assert result.exit_code == exit_code, result.message
+    gate = result.summary["small_eval"]["gates"][0]
+    assert gate["name"] == "val/nrmse" and gate["value"] == pytest.approx(operator_nrmse)
+    assert [s for s, _ in fake.calls] == ["operator", "steady_prior"]
+
+
+def test_lineage_follows_the_checkpoint_hand_off(tiny_config, operator_ckpt, tmp_path):
+    stages = "pipeline.stages=[operator, diff_residual, consistency_distill, steady_prior]"
+    run = pipeline._Run(config(tiny_config, operator_ckpt, stages), tmp_path, print)
+    assert run.lineage("consistency_distill") == [
+        "operator",
+        "diff_residual",
+        "consistency_distill",
+    ]
+    assert run.lineage("steady_prior") == ["steady_prior"]

@@ -40,7 +40,7 @@ from lightstack.core.config import to_dict, validate
 from lightstack.core.io import atomic_write_json, atomic_write_text
 from lightstack.core.run import prepare_run_dir
 from lightstack.physics.config import PhysicsConfig
-from lightstack.physics.eval.gates import check_gates
+from lightstack.physics.eval.gates import judge
 from lightstack.physics.evaluate import (
     ROLLOUT_STAGES,
     RunContext,
@@ -333,17 +333,28 @@ class _Run:
         self.summary["stages"][stage] = entry | {"resumed": False}
         return None
 
-    def context(self) -> RunContext:
-        entries = [self.state["stages"][s] for s in self.stages]
+    def lineage(self, stage: str) -> list[str]:
+        """``stage`` and the stages of this pipeline it starts from, oldest first."""
+        chain = [stage]
+        while (required := REQUIRES.get(chain[0])) in self.stages:
+            chain.insert(0, required)
+        return chain
+
+    def context(self, stage: str) -> RunContext:
+        """What judging ``stage`` reads: the training metrics of ``stage`` and of the stages it
+        starts from (its own win), never those of a stage it does not build on (a steady_prior
+        trained after it logs ``val/nrmse`` too)."""
+        chain = self.lineage(stage)
+        entries = [self.state["stages"][s] for s in chain]
         metrics: dict[str, float] = {}
-        for entry in entries:  # later stages win: the gates judge the final model
+        for entry in entries:
             metrics.update(entry["metrics"])
         return RunContext(
             name=self.cfg.name,
-            stages=self.stages,
+            stages=chain,
             run_dir=self.run_dir,
             train_metrics=metrics,
-            histories={s: self.run_dir / "stages" / s / "history.json" for s in self.stages},
+            histories={s: self.run_dir / "stages" / s / "history.json" for s in chain},
             train_wall_s=sum(e["wall_s"] for e in entries),
         )
 
@@ -353,7 +364,7 @@ class _Run:
         rollout_stages = [s for s in self.stages if s in ROLLOUT_STAGES]
         stage = self.cfg.pipeline.eval_stage or rollout_stages[-1]
         checkpoint = self.run_dir / self.state["stages"][stage]["checkpoint"]
-        context = self.context()
+        context = self.context(stage)
         n = self.cfg.pipeline.small_eval_trajectories
         self.log(f"quick evaluation of {stage} on {n} test trajectories")
         small = evaluate_checkpoint(
@@ -364,7 +375,7 @@ class _Run:
             context=context,
             publish=False,
         )
-        gates = [g.to_dict() for g in check_gates(self.cfg.gates, judged_metrics(small, context))]
+        gates = [g.to_dict() for g in judge(self.cfg.gates, judged_metrics(small, context))]
         self.summary["small_eval"] = {
             "trajectories": small["metrics"]["all"]["trajectories"],
             "gates": gates,

@@ -17,7 +17,7 @@ from torchmetrics import Metric
 
 from lightstack.core.compile import maybe_compile
 from lightstack.physics.config import PhysicsConfig
-from lightstack.physics.eval.metrics import nrmse_per_sample
+from lightstack.physics.eval.metrics import nrmse_per_sample, trajectory_nrmse_per_sample
 from lightstack.physics.models.layers import Block, CrossBlock
 from lightstack.physics.models.surrogate import LatentSurrogate
 from lightstack.physics.stages.base import PhysicsStage
@@ -242,7 +242,7 @@ class OperatorStage(PhysicsStage):
         return {
             "loss": self._mse(onestep, target).expand(b),
             "nrmse": nrmse_per_sample(onestep, target).view(b, t - 1).mean(dim=1),
-            "rollout_nrmse": nrmse_per_sample(rollout, fields[:, 1:]),
+            "rollout_nrmse": trajectory_nrmse_per_sample(rollout, fields[:, 1:]),
         }
 
     def freezable_blocks(self) -> list[torch.nn.Module]:
