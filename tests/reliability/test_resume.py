@@ -28,15 +28,20 @@ def train_killed_at(
     *overrides: str,
     env: dict[str, str] | None = None,
 ) -> None:
-    """Run the training command, SIGKILLed after each of ``steps``, then once more to finish."""
-    command = ["physics", "train", "--config", config, "--run-dir", run_dir, *overrides]
+    """Run the training command, SIGKILLed after each of ``steps``, then once more to finish.
+
+    The command runs in ``run_dir``'s parent and names the run folder relatively, as users do.
+    """
+    command = ["physics", "train", "--config", config, "--run-dir", run_dir.name, *overrides]
     for step in steps:
-        result = run_cli(*command, env={**(env or {}), "FAULT_KILL_AT_STEP": str(step)})
+        result = run_cli(
+            *command, env={**(env or {}), "FAULT_KILL_AT_STEP": str(step)}, cwd=run_dir.parent
+        )
         assert result.returncode == -9, result.output
         last = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
         # checkpoint.every_n_train_steps=2: at most one step of work is lost
         assert step - 1 <= last["global_step"] <= step
-    result = run_cli(*command, env=env)
+    result = run_cli(*command, env=env, cwd=run_dir.parent)
     assert result.returncode == 0, result.output
 
 

@@ -28,6 +28,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from pydantic import BaseModel
 
+from lightstack.core.callbacks.preemption import LAST_NAME
 from lightstack.core.checkpoints import CheckpointError, load_checkpoint
 from lightstack.core.config import save_config
 
@@ -35,7 +36,6 @@ RUN_DIR_ENV = "LIGHTSTACK_RUN_DIR"
 LOCK_NAME = ".run.lock"
 OWNER_NAME = ".run.lock.owner"
 CHECKPOINTS = "checkpoints"
-LAST_NAME = "last.ckpt"
 
 
 class RunDirInUse(OSError):
