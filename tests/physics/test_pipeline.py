@@ -153,7 +153,8 @@ def test_a_killed_stage_resumes_from_its_last_checkpoint(
     assert again.resumes == ["auto"]
     assert (run_dir / "stages/diff_residual/partial.txt").is_file()  # the folder was kept
 
-    changed = config(tiny_config, operator_ckpt, "pipeline.stage_overrides={diff_residual: {seed: 9}}")
+    reseeded = "pipeline.stage_overrides={diff_residual: {seed: 9}}"
+    changed = config(tiny_config, operator_ckpt, reseeded)
     state = json.loads((run_dir / "pipeline_state.json").read_text())
     del state["stages"]["diff_residual"]  # as if it had been stopped again
     (run_dir / "pipeline_state.json").write_text(json.dumps(state))
