@@ -28,6 +28,7 @@ import contextlib
 import math
 import operator
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -440,8 +441,29 @@ def _scan(path: Path, key: str, ds: h5py.Dataset, limit: int) -> None:
 
 @contextlib.contextmanager
 def _atomic_h5(path: str | Path) -> Iterator[h5py.File]:
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        yield f
+    """An HDF5 file written to a temporary beside ``path`` and renamed over it when complete.
+
+    HDF5 reports a failed write (a full disk) as an ``OSError`` or, when the file is closed, a
+    ``RuntimeError`` whose text carries the OS ``errno``; either becomes one ``OSError`` naming
+    ``path`` (``[Errno 28] No space left on device: 'out.hdf5'``).
+    """
+    with atomic_path(path) as tmp:
+        try:
+            with h5py.File(tmp, "w") as f:
+                yield f
+        except (OSError, RuntimeError) as exc:
+            code = _h5_errno(exc)
+            if code is None:
+                raise
+            raise OSError(code, os.strerror(code), str(path)) from exc
+
+
+def _h5_errno(exc: BaseException) -> int | None:
+    """The OS error number behind an HDF5 write error, or None when it is not one."""
+    if isinstance(exc, OSError) and exc.errno and "write" in str(exc):
+        return exc.errno
+    found = re.search(r"errno = (\d+)", str(exc))
+    return int(found.group(1)) if found and int(found.group(1)) else None
 
 
 def _write_attrs(f: h5py.File, attrs: Mapping[str, Any] | None) -> None:
