@@ -425,11 +425,26 @@ def check_finite(path: str | Path, key: str | None = None, max_samples: int | No
                 raise PDEBenchError(path, name, "finite values", f"NaN/Inf in sample {sample}")
 
 
+def non_finite_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The numeric file attributes (PDE parameters such as ``Nu``) holding NaN/Inf."""
+    bad = {}
+    for key, value in attrs.items():
+        arr = np.asarray(value)
+        if np.issubdtype(arr.dtype, np.number) and not np.isfinite(arr).all():
+            bad[key] = value
+    return bad
+
+
 def _scan(path: Path, key: str, ds: h5py.Dataset, limit: int) -> None:
     per_sample = max(1, math.prod(ds.shape[1:]) * ds.dtype.itemsize)
     block = max(1, _SCAN_BYTES // per_sample)
     for start in range(0, limit, block):
-        values = ds[start : min(start + block, limit)]
+        stop = min(start + block, limit)
+        try:
+            values = ds[start:stop]
+        except CORRUPT_FILE_ERRORS as exc:
+            found = f"damaged data in samples {start}..{stop - 1} ({exc})"
+            raise PDEBenchError(path, key, "readable data", found) from exc
         finite = np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
         if not finite.all():
             sample = start + int(np.argmin(finite))
