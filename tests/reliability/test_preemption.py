@@ -132,7 +132,9 @@ def test_signal_handlers_are_given_back_after_fit(tmp_path):
             enable_model_summary=False,
             enable_checkpointing=False,
         )
+        sigint = signal.getsignal(signal.SIGINT)
         trainer.fit(Tiny(), data)
         assert signal.getsignal(signal.SIGUSR1) is previous
+        assert signal.getsignal(signal.SIGINT) is sigint
     finally:
         signal.signal(signal.SIGUSR1, old)

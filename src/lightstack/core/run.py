@@ -31,6 +31,7 @@ from pydantic import BaseModel
 from lightstack.core.callbacks.preemption import LAST_NAME
 from lightstack.core.checkpoints import CheckpointError, load_checkpoint
 from lightstack.core.config import save_config
+from lightstack.core.io import atomic_write_json
 
 RUN_DIR_ENV = "LIGHTSTACK_RUN_DIR"
 LOCK_NAME = ".run.lock"
@@ -82,9 +83,8 @@ def claim_run_dir(run_dir: str | Path | None, name: str) -> Iterator[Path]:
             "or use another --run-dir"
         ) from exc
     try:
-        (path / OWNER_NAME).write_text(
-            json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "argv": sys.argv})
-        )
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "argv": sys.argv}
+        atomic_write_json(path / OWNER_NAME, owner)
         yield path
     finally:
         (path / OWNER_NAME).unlink(missing_ok=True)
