@@ -95,7 +95,7 @@ def _owner(path: Path) -> str:
     """Who holds ``path``'s lock, as far as its owner file says."""
     try:
         owner = json.loads((path / OWNER_NAME).read_text())
-        command = " ".join(Path(owner["argv"][0]).name.split() + owner["argv"][1:])
+        command = " ".join([Path(owner["argv"][0]).name, *owner["argv"][1:]])
         return f"process {owner['pid']} on {owner['host']} ({command})"
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         return "another process"
