@@ -9,9 +9,12 @@ import os
 import time
 
 import pytest
-from reliability_support import assert_same_weights, final_weights, run_cli, start_cli
+from reliability_support import SRC, assert_same_weights, final_weights, run_cli, start_cli
 
+from lightstack.core.config import load_config
 from lightstack.core.run import OWNER_NAME, RunDirInUse, claim_run_dir
+from lightstack.video.config import VideoConfig
+from lightstack.video.train import train as train_video
 
 
 def test_claim_refuses_a_held_folder_and_names_the_holder(tmp_path):
@@ -65,3 +68,12 @@ def test_a_second_training_on_the_same_folder_is_refused(reference, tiny_yaml, t
             first.kill()
     assert first.returncode == 0, output
     assert_same_weights(final_weights(tmp_path / "runs/x"), reference.weights())
+
+
+def test_video_training_takes_the_same_lock(tmp_path):
+    cfg = load_config(
+        SRC.parent / "configs/video/quickstart.yaml", [f"data.root={tmp_path}"], VideoConfig
+    )
+    with claim_run_dir(tmp_path / "run", "x"), pytest.raises(RunDirInUse, match="is in use by"):
+        train_video(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "config.yaml").exists()
