@@ -138,3 +138,12 @@ def test_signal_handlers_are_given_back_after_fit(tmp_path):
         assert signal.getsignal(signal.SIGINT) is sigint
     finally:
         signal.signal(signal.SIGUSR1, old)
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path, capsys):
+    preemption = Preemption(tmp_path)
+    preemption._note(signal.SIGINT, None)
+    assert preemption.received == signal.SIGINT  # the first is only noted
+    assert "stopping after this batch" in capsys.readouterr().err
+    with pytest.raises(KeyboardInterrupt):
+        preemption._note(signal.SIGINT, None)
