@@ -43,7 +43,7 @@ from lightstack.core.config import C, RunConfig, apply_updates, loader_section, 
 from lightstack.core.io import atomic_write_json
 from lightstack.core.loggers import build_loggers
 from lightstack.core.resume import RestoreRNG, verify_resume_checkpoint
-from lightstack.core.run import resume_checkpoint
+from lightstack.core.run import resume_checkpoint, write_run_config
 
 
 def resolve_monitor(cfg: RunConfig, default: str) -> tuple[str, str]:
@@ -297,11 +297,9 @@ def fit(
 
     After a recovery the micro-batch and accumulation that finished are written into
     ``run_dir/config.yaml`` and the events into ``run_dir/oom_recovery.json``. A checkpoint to
-    resume from (``ckpt_path``) is checked first (``verify_resume_checkpoint``).
+    resume from (``ckpt_path``) must have been checked (``verify_resume_checkpoint``).
     """
     run_dir = Path(run_dir)
-    if ckpt_path is not None:
-        verify_resume_checkpoint(ckpt_path, cfg.family, module)
     oom = cfg.training.oom_recovery
     if not oom.enabled:
         trainer = build_trainer(cfg, run_dir, default_monitor, extra_callbacks, module)
@@ -353,11 +351,15 @@ def run_fit(
 ) -> FitResult:
     """Tune (when ``training.tune`` asks, fresh runs only), fit or resume, collect results.
 
-    ``resume`` as in ``core.run.resume_checkpoint``. The config the module trained with (tuned
-    values applied, also set on ``module.cfg``) is returned; the final metrics and timings are
-    written to ``run_dir/train_metrics.json``.
+    ``resume`` as in ``core.run.resume_checkpoint``; the checkpoint is checked before
+    ``run_dir/config.yaml`` is written. The config the module trained with (tuned values
+    applied, also set on ``module.cfg``) is returned; the final metrics and timings are written
+    to ``run_dir/train_metrics.json``.
     """
     ckpt_path = resume_checkpoint(run_dir, resume)
+    if ckpt_path is not None:
+        verify_resume_checkpoint(ckpt_path, cfg.family, module)
+    write_run_config(cfg, run_dir)
     knobs = cfg.training.tune
     if (knobs.batch_size or knobs.lr) and ckpt_path is None:
         from lightstack.core.tuning import tune
