@@ -65,13 +65,11 @@ from lightstack.physics import stages
 from lightstack.physics.config import PhysicsConfig
 from lightstack.physics.train import DEFAULT_MONITOR, with_data_shapes
 from lightstack.video.config import VideoConfig
-from lightstack.video.data.mvfoul import (
-    SOURCE_FPS,
-    MVFoulDataModule,
-    MVFoulDataset,
-    collate_views,
-)
-from lightstack.video.data.mvfoul import decode_clip as read_clip
+from lightstack.video.data.collate import collate_views
+from lightstack.video.data.dataset import MVFoulDataset
+from lightstack.video.data.decode import SOURCE_FPS
+from lightstack.video.data.decode import decode_clip as read_clip
+from lightstack.video.data.mvfoul import MVFoulDataModule
 from lightstack.video.data.synthetic import synthesize
 from lightstack.video.module import VideoModule
 

@@ -17,8 +17,10 @@ from pydantic import ValidationError
 from script_runner import BENCHMARKS, json_records
 
 from lightstack.core.config import ConfigError
-from lightstack.video.data import mvfoul
-from lightstack.video.data.mvfoul import MVFoulDataset, VideoDataConfig, decode_clip
+from lightstack.video.data import decode
+from lightstack.video.data.dataset import MVFoulDataset
+from lightstack.video.data.decode import decode_clip
+from lightstack.video.data.mvfoul import VideoDataConfig
 from lightstack.video.data.synthetic import render_frames, synthesize, write_mp4
 
 SCRIPT = BENCHMARKS / "input_pipeline.py"
@@ -203,16 +205,16 @@ def test_seeking_reads_the_same_frames_as_decoding_from_the_start(tmp_path, inte
 def test_a_failed_seek_falls_back_to_decoding_from_the_start(tmp_path, monkeypatch):
     clip = noise_clip(tmp_path / "clip.mp4", 12, keyframe_interval=4)
     expected = native_frames(clip)[:, [6, 9]]
-    real = mvfoul._indexed_frames
+    real = decode._indexed_frames
     calls = []
 
     def unreliable(container, first, seek):
         calls.append(seek)
         if seek:
-            raise mvfoul._SeekFailed
+            raise decode._SeekFailed
         yield from real(container, first, seek)
 
-    monkeypatch.setattr(mvfoul, "_indexed_frames", unreliable)
+    monkeypatch.setattr(decode, "_indexed_frames", unreliable)
     torch.testing.assert_close(decode_clip(clip, [6, 9], (48, 64)), expected, atol=0, rtol=0)
     assert calls == [True, False]
 

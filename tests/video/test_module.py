@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from lightstack.core.checkpoints import META_KEY, load_checkpoint
 from lightstack.core.config import validate
 from lightstack.video.config import VideoConfig
-from lightstack.video.data.mvfoul import collate_views
+from lightstack.video.data.collate import collate_views
 from lightstack.video.inference import load_video_model
 from lightstack.video.module import VideoModule
 from lightstack.video.train import EMAWeights, build_callbacks

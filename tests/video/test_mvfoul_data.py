@@ -8,15 +8,10 @@ import torch
 from pydantic import ValidationError
 
 from lightstack.core.resume import ResumableSampler
-from lightstack.video.data.mvfoul import (
-    ClipError,
-    MVFoulDataModule,
-    MVFoulDataset,
-    VideoDataConfig,
-    collate_views,
-    vars_frame_indices,
-    window_indices,
-)
+from lightstack.video.data.collate import collate_views
+from lightstack.video.data.dataset import MVFoulDataset
+from lightstack.video.data.decode import ClipError, vars_frame_indices, window_indices
+from lightstack.video.data.mvfoul import MVFoulDataModule, VideoDataConfig
 from lightstack.video.labels import load_annotations
 
 

@@ -44,7 +44,7 @@ def video_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from lightstack.video.data.mvfoul import ClipError
+        from lightstack.video.data.decode import ClipError
 
         try:
             return func(*args, **kwargs)

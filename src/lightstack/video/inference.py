@@ -26,7 +26,8 @@ from lightstack.core.checkpoints import (
 )
 from lightstack.core.io import atomic_write_json
 from lightstack.video.config import VideoConfig
-from lightstack.video.data.mvfoul import MVFoulDataset, collate_views
+from lightstack.video.data.collate import collate_views
+from lightstack.video.data.dataset import MVFoulDataset
 from lightstack.video.labels import (
     ACTION_CLASSES,
     NO_OFFENCE_VALUES,

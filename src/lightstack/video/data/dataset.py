@@ -1,0 +1,201 @@
+"""One MVFoul split folder as a dataset of multi-view clips.
+
+Training reads ``views_per_sample`` random views per action (VARS: 2, so batches stack);
+evaluation reads every view (up to ``max_views``) and ``collate_views`` pads a batch to its
+largest view count, returning a ``view_mask``.
+
+Clips that are missing or cannot be decoded are found when the dataset is built (each clip is
+opened and its first frame decoded), skipped with a warning naming the file, and counted in
+``skipped_clips``; an action left with no view is dropped. More than ``max_skip_fraction`` of the
+clips skipped is an error.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from lightstack.video.data.decode import (
+    SOURCE_FPS,
+    ClipError,
+    decode_clip,
+    probe_clip,
+    window_indices,
+)
+from lightstack.video.labels import (
+    ACTION_CLASSES,
+    OFFENCE_CLASSES,
+    ActionRecord,
+    load_annotations,
+)
+
+_ACTION_DIR = re.compile(r"action_(\d+)")
+_CLIP_FILE = re.compile(r"clip_(\d+)\.mp4")
+
+
+def _unlabelled_items(split_dir: Path) -> list[ActionRecord]:
+    """Actions of a split without ``annotations.json`` (e.g. the challenge set), labels -1."""
+    items = []
+    for folder in split_dir.iterdir():
+        match = _ACTION_DIR.fullmatch(folder.name)
+        if not folder.is_dir() or match is None:
+            continue
+        clips = sorted(
+            (p for p in folder.glob("clip_*.mp4") if _CLIP_FILE.fullmatch(p.name)),
+            key=lambda p: int(p.stem.removeprefix("clip_")),
+        )
+        items.append(ActionRecord(match.group(1), -1, -1, tuple(clips)))
+    return sorted(items, key=lambda item: int(item.id))
+
+
+class MVFoulDataset(Dataset):
+    """The actions of one MVFoul split folder (``<root>/<split>``) as multi-view clips.
+
+    Items are dicts: ``video`` ``(V, 3, T, H, W)`` float in [0, 1], ``action`` and ``offence``
+    (long; -1 in a split without annotations), ``id`` (the ``Actions`` key) and ``n_views``.
+    ``views_per_sample`` views are drawn at random per item (``None``: all views, up to
+    ``max_views``). With ``seed`` the draw depends only on (seed, index), the same every epoch;
+    without it the draw uses torch's RNG, which DataLoader seeds per worker. ``decode_threads``
+    as ``threads`` of ``decode_clip``.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        frames: int = 16,
+        start: int = 63,
+        end: int = 87,
+        fps: float = 17.0,
+        size: tuple[int, int] = (224, 224),
+        views_per_sample: int | None = None,
+        max_views: int = 4,
+        seed: int | None = None,
+        max_skip_fraction: float = 0.1,
+        probe: bool = True,
+        decode_threads: int = 1,
+    ):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.root}: MVFoul split folder not found")
+        if frames < 1 or not 0 <= start < end or not 0 < fps <= SOURCE_FPS:
+            raise ValueError(
+                f"need frames >= 1, 0 <= start < end and 0 < fps <= {SOURCE_FPS:g}; "
+                f"got frames={frames} start={start} end={end} fps={fps}"
+            )
+        if decode_threads < 0:
+            raise ValueError(f"decode_threads must be >= 0 (0: one per core), got {decode_threads}")
+        if views_per_sample is not None and not 1 <= views_per_sample <= max_views:
+            raise ValueError(
+                f"views_per_sample must be in 1..max_views={max_views}, got {views_per_sample}"
+            )
+        self.indices = window_indices(frames, start, end, fps)
+        self.size = (int(size[0]), int(size[1]))
+        self.views_per_sample = views_per_sample
+        self.max_views = max_views
+        self.seed = seed
+        self.decode_threads = decode_threads
+
+        annotations = self.root / "annotations.json"
+        if annotations.exists():
+            loaded = load_annotations(annotations)
+            self.skipped_actions = loaded.skipped_counts
+            candidates = list(loaded)
+        else:
+            self.skipped_actions = {}
+            candidates = _unlabelled_items(self.root)
+        self.items, self.skipped_clip_paths, self.dropped_actions = self._check_clips(
+            candidates, probe
+        )
+        self.total_clips = sum(len(item.clips) for item in candidates)
+        self._check_skips(max_skip_fraction)
+        if not self.items:
+            raise ClipError(f"{self.root}: no action with a readable clip")
+
+    @property
+    def skipped_clips(self) -> int:
+        return len(self.skipped_clip_paths)
+
+    @staticmethod
+    def _check_clips(
+        candidates: list[ActionRecord], probe: bool
+    ) -> tuple[list[ActionRecord], list[Path], list[str]]:
+        items, bad, dropped = [], [], []
+        for item in candidates:
+            good = []
+            for clip in item.clips:
+                reason = probe_clip(clip) if probe else (None if clip.is_file() else "missing")
+                if reason is None:
+                    good.append(clip)
+                else:
+                    warnings.warn(f"skipping clip {clip}: {reason}", stacklevel=2)
+                    bad.append(clip)
+            if good:
+                items.append(replace(item, clips=tuple(good)))
+            else:
+                dropped.append(item.id)
+        return items, bad, dropped
+
+    def _check_skips(self, max_skip_fraction: float) -> None:
+        if not self.skipped_clip_paths:
+            return
+        fraction = self.skipped_clips / self.total_clips
+        if fraction > max_skip_fraction:
+            first = ", ".join(str(p) for p in self.skipped_clip_paths[:5])
+            raise ClipError(
+                f"{self.root}: {self.skipped_clips} of {self.total_clips} clips ({fraction:.1%}) "
+                f"are missing or unreadable, more than max_skip_fraction={max_skip_fraction:.1%}; "
+                f"first: {first}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _view_order(self, index: int, n: int) -> list[int]:
+        if self.views_per_sample is None:
+            return list(range(n))
+        if self.seed is None:
+            return torch.randperm(n).tolist()
+        return np.random.default_rng((self.seed, index)).permutation(n).tolist()
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.items[index]
+        wanted = min(self.views_per_sample or self.max_views, self.max_views, len(item.clips))
+        views, errors = [], []
+        for k in self._view_order(index, len(item.clips)):
+            if len(views) == wanted:
+                break
+            try:
+                clip = decode_clip(item.clips[k], self.indices, self.size, self.decode_threads)
+                views.append(clip)
+            except ClipError as exc:
+                warnings.warn(f"skipping view: {exc}", stacklevel=2)
+                errors.append(str(exc))
+        if not views:
+            raise ClipError(f"action {item.id!r}: no view could be decoded: {'; '.join(errors)}")
+        return {
+            "video": torch.stack(views),
+            "action": torch.tensor(item.action, dtype=torch.long),
+            "offence": torch.tensor(item.offence, dtype=torch.long),
+            "id": item.id,
+            "n_views": len(views),
+        }
+
+    def targets(self, task: Literal["action", "offence"]) -> torch.Tensor:
+        """The label of every item for ``task`` (-1 where unlabelled)."""
+        return torch.tensor([getattr(item, task) for item in self.items], dtype=torch.long)
+
+    def class_counts(self) -> dict[str, torch.Tensor]:
+        """Labelled items per class: ``{"action": (8,), "offence": (4,)}`` (for class weights)."""
+        sizes = {"action": len(ACTION_CLASSES), "offence": len(OFFENCE_CLASSES)}
+        counts = {}
+        for task, n in sizes.items():
+            labels = self.targets(task)  # type: ignore[arg-type]
+            counts[task] = torch.bincount(labels[labels >= 0], minlength=n)
+        return counts
