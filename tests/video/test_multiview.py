@@ -205,6 +205,21 @@ def test_transformer_rejects_more_views_than_embeddings():
         agg(torch.randn(1, 3, 4), torch.ones(1, 3, dtype=torch.bool))
 
 
+def test_transformer_keeps_camera_positions_of_the_remaining_views():
+    torch.manual_seed(0)
+    agg = build_aggregator("transformer", 4, hidden=8, heads=2, max_views=3).eval()
+    f1, f2 = torch.randn(1, 1, 4), torch.randn(1, 1, 4)
+    # clip_0 missing: clip_1 and clip_2 at their positions 1 and 2 ...
+    kept = agg(torch.cat([f1, f2], 1), torch.ones(1, 2, dtype=torch.bool), torch.tensor([[1, 2]]))
+    # ... are what the three-view action gives with clip_0 masked out
+    full = torch.cat([torch.randn(1, 1, 4), f1, f2], 1)
+    torch.testing.assert_close(kept, agg(full, torch.tensor([[False, True, True]])))
+    shifted = agg(torch.cat([f1, f2], 1), torch.ones(1, 2, dtype=torch.bool))
+    assert not torch.allclose(kept, shifted)  # slots 0 and 1 are other cameras' embeddings
+    with pytest.raises(ValueError, match=r"view positions \[1, 3\] .* max_views=3"):
+        agg(torch.cat([f1, f2], 1), torch.ones(1, 2, dtype=torch.bool), torch.tensor([[1, 3]]))
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="divisible by heads"):
         VideoModelConfig(aggregation="transformer", hidden=30, heads=4)

@@ -123,8 +123,9 @@ def predict_dataset(
     for done, batch in enumerate(loader, start=1):
         video = batch["video"].to(device, non_blocking=True)
         mask = batch["view_mask"].to(device, non_blocking=True)
+        view_ids = batch["view_ids"].to(device, non_blocking=True)
         with autocast:
-            out = model(video, mask)
+            out = model(video, mask, view_ids)
         actions = out["action"].argmax(dim=-1).tolist()
         offences = out["offence"].argmax(dim=-1).tolist()
         for action_id, a, o in zip(batch["id"], actions, offences, strict=True):

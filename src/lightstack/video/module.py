@@ -45,8 +45,10 @@ class VideoModule(L.LightningModule):
         self.test_metrics = VideoMetrics(n_actions, n_offence)
         self.test_confusion: dict[str, Tensor] = {}
 
-    def forward(self, video: Tensor, view_mask: Tensor | None = None) -> dict[str, Tensor]:
-        return self.model(video, view_mask)
+    def forward(
+        self, video: Tensor, view_mask: Tensor | None = None, view_ids: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        return self.model(video, view_mask, view_ids)
 
     # --- training ----------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
@@ -56,7 +58,7 @@ class VideoModule(L.LightningModule):
         return batch
 
     def _loss(self, batch: dict[str, Any]) -> tuple[dict[str, Tensor], Tensor, dict[str, Tensor]]:
-        out = self.model(batch["video"], batch["view_mask"])
+        out = self.model(batch["video"], batch["view_mask"], batch.get("view_ids"))
         total, parts = self.criterion(out, batch)
         return out, total, parts
 

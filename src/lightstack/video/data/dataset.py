@@ -47,11 +47,14 @@ def _unlabelled_items(split_dir: Path) -> list[ActionRecord]:
         match = _ACTION_DIR.fullmatch(folder.name)
         if not folder.is_dir() or match is None:
             continue
-        clips = sorted(
-            (p for p in folder.glob("clip_*.mp4") if _CLIP_FILE.fullmatch(p.name)),
-            key=lambda p: int(p.stem.removeprefix("clip_")),
+        numbered = sorted(
+            (int(found.group(1)), p)
+            for p in folder.glob("clip_*.mp4")
+            if (found := _CLIP_FILE.fullmatch(p.name))
         )
-        items.append(ActionRecord(match.group(1), -1, -1, tuple(clips)))
+        clips = tuple(p for _, p in numbered)
+        views = tuple(k for k, _ in numbered)
+        items.append(ActionRecord(match.group(1), -1, -1, clips, views=views))
     return sorted(items, key=lambda item: int(item.id))
 
 
@@ -59,7 +62,9 @@ class MVFoulDataset(Dataset):
     """The actions of one MVFoul split folder (``<root>/<split>``) as multi-view clips.
 
     Items are dicts: ``video`` ``(V, 3, T, H, W)`` float in [0, 1], ``action`` and ``offence``
-    (long; -1 in a split without annotations), ``id`` (the ``Actions`` key) and ``n_views``.
+    (long; -1 in a split without annotations), ``id`` (the ``Actions`` key), ``n_views`` and
+    ``view_ids`` ``(V,)`` long, the camera position of each view (``ActionRecord.views``: a
+    missing ``clip_0`` leaves ``clip_1`` at position 1).
     ``views_per_sample`` views are drawn at random per item (``None``: all views, up to
     ``max_views``). With ``seed`` the draw depends only on (seed, index), the same every epoch;
     without it the draw uses torch's RNG, which DataLoader seeds per worker. ``decode_threads``
@@ -128,16 +133,19 @@ class MVFoulDataset(Dataset):
     ) -> tuple[list[ActionRecord], list[Path], list[str]]:
         items, bad, dropped = [], [], []
         for item in candidates:
-            good = []
-            for clip in item.clips:
+            good, views, cameras = [], [], []
+            for k, (clip, view) in enumerate(zip(item.clips, item.positions, strict=True)):
                 reason = probe_clip(clip) if probe else (None if clip.is_file() else "missing")
                 if reason is None:
                     good.append(clip)
+                    views.append(view)
+                    cameras.extend(item.camera_types[k : k + 1])
                 else:
                     warnings.warn(f"skipping clip {clip}: {reason}", stacklevel=2)
                     bad.append(clip)
             if good:
-                items.append(replace(item, clips=tuple(good)))
+                kept = {"clips": tuple(good), "views": tuple(views), "camera_types": tuple(cameras)}
+                items.append(replace(item, **kept))
             else:
                 dropped.append(item.id)
         return items, bad, dropped
@@ -167,13 +175,14 @@ class MVFoulDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.items[index]
         wanted = min(self.views_per_sample or self.max_views, self.max_views, len(item.clips))
-        views, errors = [], []
+        views, positions, errors = [], [], []
         for k in self._view_order(index, len(item.clips)):
             if len(views) == wanted:
                 break
             try:
                 clip = decode_clip(item.clips[k], self.indices, self.size, self.decode_threads)
                 views.append(clip)
+                positions.append(item.positions[k])
             except ClipError as exc:
                 warnings.warn(f"skipping view: {exc}", stacklevel=2)
                 errors.append(str(exc))
@@ -185,6 +194,7 @@ class MVFoulDataset(Dataset):
             "offence": torch.tensor(item.offence, dtype=torch.long),
             "id": item.id,
             "n_views": len(views),
+            "view_ids": torch.tensor(positions, dtype=torch.long),
         }
 
     def targets(self, task: Literal["action", "offence"]) -> torch.Tensor:

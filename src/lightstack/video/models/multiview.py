@@ -231,7 +231,8 @@ def _head(in_dim: int, hidden: int, classes: int, dropout: float) -> nn.Sequenti
 class MultiViewModel(nn.Module):
     """Shared backbone over the real views of each action, aggregation, two heads.
 
-    ``forward(video (B, V, C, T, H, W) in [0, 1], view_mask (B, V) bool)`` returns
+    ``forward(video (B, V, C, T, H, W) in [0, 1], view_mask (B, V) bool, view_ids (B, V) long)``
+    (``view_ids``: each view's camera position, for the transformer aggregation) returns
     ``{"action": (B, num_actions), "offence": (B, num_offence), "features": (B, F)}`` logits and
     pooled features. Only the real views go through the backbone: padding costs no compute and
     cannot influence batch-norm statistics or the output.
@@ -268,7 +269,9 @@ class MultiViewModel(nn.Module):
         """Backbone forward FLOPs for one action of ``views`` clips (heads are negligible)."""
         return views * backbone_flops(self.cfg.backbone, thw)
 
-    def forward(self, video: Tensor, view_mask: Tensor | None = None) -> dict[str, Tensor]:
+    def forward(
+        self, video: Tensor, view_mask: Tensor | None = None, view_ids: Tensor | None = None
+    ) -> dict[str, Tensor]:
         if video.ndim != 6 or video.shape[2] != 3:
             raise ValueError(f"video must be (B, V, 3, T, H, W), got {tuple(video.shape)}")
         b, v = video.shape[:2]
@@ -288,7 +291,7 @@ class MultiViewModel(nn.Module):
         real = self.backbone(clips)
         feats = real.new_zeros(b, v, real.shape[-1])
         feats[view_mask] = real
-        pooled = self.aggregator(feats, view_mask)
+        pooled = self.aggregator(feats, view_mask, view_ids)
         return {
             "action": self.action_head(pooled),
             "offence": self.offence_head(pooled),
