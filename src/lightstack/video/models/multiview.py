@@ -62,6 +62,12 @@ class VideoModelConfig(Section):
     num_actions: int = Field(8, ge=2)
     num_offence: int = Field(4, ge=2)
     ema: bool = Field(False, description="keep an EMA of the weights (wired by the trainer)")
+    compile: bool = Field(
+        False,
+        description="torch.compile the backbone when training starts (core.compile.maybe_compile; "
+        "the first steps are slower while it compiles)",
+    )
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
     ema_decay: float = Field(0.999, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")
