@@ -119,7 +119,7 @@ def test_option_parsers():
         parse_views("0..2")
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "mvfoul_r2plus1d.yaml"])
+@pytest.mark.parametrize("name", ["quickstart.yaml", "mvfoul_r2plus1d.yaml", "vars_mvit.yaml"])
 def test_shipped_configs_are_valid(name):
     cfg = load_config(CONFIGS / name, [], VideoConfig)
     assert cfg.checkpoint.monitor == "val/leaderboard" and cfg.checkpoint.mode == "max"

@@ -62,13 +62,13 @@ class VideoModelConfig(Section):
     num_actions: int = Field(8, ge=2)
     num_offence: int = Field(4, ge=2)
     ema: bool = Field(False, description="keep an EMA of the weights (wired by the trainer)")
+    ema_decay: float = Field(0.999, gt=0.0, lt=1.0)
     compile: bool = Field(
         False,
         description="torch.compile the backbone when training starts (core.compile.maybe_compile; "
         "the first steps are slower while it compiles)",
     )
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
-    ema_decay: float = Field(0.999, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> VideoModelConfig:
@@ -209,7 +209,10 @@ def load_backbone_weights(backbone: nn.Module, name: BackboneName, path: str | P
     """Load backbone weights from a local file; every backbone weight must be present."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights file not found: {path}")
+        raise FileNotFoundError(
+            f"pretrained weights file not found: {path} (docs/video.md, 'Pretrained backbone "
+            "weights', says how to save torchvision's Kinetics weights to such a file)"
+        )
     state = _strip_to_backbone(_read_state(path), _spec(name).head_attr)
     try:
         missing, unexpected = backbone.load_state_dict(state, strict=False)
