@@ -22,13 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lightstack.video.data.decode import (
-    SOURCE_FPS,
-    ClipError,
-    decode_clip,
-    probe_clip,
-    window_indices,
-)
+from lightstack.video.data.cache import open_clips
+from lightstack.video.data.decode import SOURCE_FPS, ClipError, RawClips, window_indices
 from lightstack.video.labels import (
     ACTION_CLASSES,
     OFFENCE_CLASSES,
@@ -37,20 +32,24 @@ from lightstack.video.labels import (
 )
 
 _ACTION_DIR = re.compile(r"action_(\d+)")
-_CLIP_FILE = re.compile(r"clip_(\d+)\.mp4")
+_CLIP_FILE = re.compile(r"clip_(\d+)")
 
 
-def _unlabelled_items(split_dir: Path) -> list[ActionRecord]:
-    """Actions of a split without ``annotations.json`` (e.g. the challenge set), labels -1."""
+def _unlabelled_items(split_dir: Path, suffix: str) -> list[ActionRecord]:
+    """Actions of a split without ``annotations.json`` (e.g. the challenge set), labels -1.
+
+    Clips are the ``clip_<k><suffix>`` files of each ``action_<id>`` folder, named
+    ``clip_<k>.mp4`` (a cache stores ``clip_<k>.json`` records for them).
+    """
     items = []
     for folder in split_dir.iterdir():
         match = _ACTION_DIR.fullmatch(folder.name)
         if not folder.is_dir() or match is None:
             continue
         numbered = sorted(
-            (int(found.group(1)), p)
-            for p in folder.glob("clip_*.mp4")
-            if (found := _CLIP_FILE.fullmatch(p.name))
+            (int(found.group(1)), p.with_suffix(".mp4"))
+            for p in folder.glob(f"clip_*{suffix}")
+            if (found := _CLIP_FILE.fullmatch(p.stem))
         )
         clips = tuple(p for _, p in numbered)
         views = tuple(k for k, _ in numbered)
@@ -69,6 +68,9 @@ class MVFoulDataset(Dataset):
     ``max_views``). With ``seed`` the draw depends only on (seed, index), the same every epoch;
     without it the draw uses torch's RNG, which DataLoader seeds per worker. ``decode_threads``
     as ``threads`` of ``decode_clip``.
+
+    ``root`` may be a split folder of the raw tree or of a cache made by ``video prepare``
+    (``lightstack.video.data.cache``): both give the same items.
     """
 
     def __init__(
@@ -106,6 +108,8 @@ class MVFoulDataset(Dataset):
         self.max_views = max_views
         self.seed = seed
         self.decode_threads = decode_threads
+        raw = RawClips(tuple(self.indices), self.size, decode_threads, probe)
+        self.clips = open_clips(self.root, raw)
 
         annotations = self.root / "annotations.json"
         if annotations.exists():
@@ -114,10 +118,8 @@ class MVFoulDataset(Dataset):
             candidates = list(loaded)
         else:
             self.skipped_actions = {}
-            candidates = _unlabelled_items(self.root)
-        self.items, self.skipped_clip_paths, self.dropped_actions = self._check_clips(
-            candidates, probe
-        )
+            candidates = _unlabelled_items(self.root, self.clips.stored_suffix)
+        self.items, self.skipped_clip_paths, self.dropped_actions = self._check_clips(candidates)
         self.total_clips = sum(len(item.clips) for item in candidates)
         self._check_skips(max_skip_fraction)
         if not self.items:
@@ -127,15 +129,14 @@ class MVFoulDataset(Dataset):
     def skipped_clips(self) -> int:
         return len(self.skipped_clip_paths)
 
-    @staticmethod
     def _check_clips(
-        candidates: list[ActionRecord], probe: bool
+        self, candidates: list[ActionRecord]
     ) -> tuple[list[ActionRecord], list[Path], list[str]]:
         items, bad, dropped = [], [], []
         for item in candidates:
             good, views, cameras = [], [], []
             for k, (clip, view) in enumerate(zip(item.clips, item.positions, strict=True)):
-                reason = probe_clip(clip) if probe else (None if clip.is_file() else "missing")
+                reason = self.clips.probe(clip)
                 if reason is None:
                     good.append(clip)
                     views.append(view)
@@ -180,8 +181,7 @@ class MVFoulDataset(Dataset):
             if len(views) == wanted:
                 break
             try:
-                clip = decode_clip(item.clips[k], self.indices, self.size, self.decode_threads)
-                views.append(clip)
+                views.append(self.clips.read(item.clips[k]))
                 positions.append(item.positions[k])
             except ClipError as exc:
                 warnings.warn(f"skipping view: {exc}", stacklevel=2)

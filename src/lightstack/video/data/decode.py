@@ -14,7 +14,9 @@ processes.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import av
 import numpy as np
@@ -175,3 +177,24 @@ def probe_clip(path: Path) -> str | None:
     except (av.error.FFmpegError, OSError) as exc:
         return f"cannot decode ({exc})"
     return None
+
+
+@dataclass(frozen=True)
+class RawClips:
+    """The clips of a split read from their video files: ``probe`` says why one cannot be used
+    (``probe_files``: decode its first frame, else only check that it exists), ``read`` decodes
+    frames ``indices`` at ``size`` with ``threads`` decoder threads."""
+
+    indices: tuple[int, ...]
+    size: tuple[int, int]
+    threads: int = 1
+    probe_files: bool = True
+    stored_suffix: ClassVar[str] = ".mp4"
+
+    def probe(self, clip: Path) -> str | None:
+        if self.probe_files:
+            return probe_clip(clip)
+        return None if clip.is_file() else "missing"
+
+    def read(self, clip: Path) -> torch.Tensor:
+        return decode_clip(clip, self.indices, self.size, self.threads)
