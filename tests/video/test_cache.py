@@ -128,7 +128,9 @@ def test_prepare_resumes_and_rereads_changed_sources(tree_copy, tmp_path):
         cache = MVFoulDataset(out / "valid", **kwargs)
     messages = " ".join(str(w.message) for w in caught)
     assert "from its source" in messages and "not in the cache" in messages
-    assert f"source {changed} changed since it was cached" in messages
+    cached_changed = out / "valid" / changed.relative_to(tree_copy / "valid")
+    expected = f"reading clip {cached_changed} from its source {changed}: its source changed"
+    assert expected in messages
     assert_same_items(items(MVFoulDataset(tree_copy / "valid", **kwargs)), items(cache))
 
     again = prepare(tree_copy, out)

@@ -186,7 +186,8 @@ def train(
     ctx: typer.Context,
     config: ConfigPath,
     data: Annotated[
-        Path | None, typer.Option(help="MVFoul root holding the split folders (data.root).")
+        Path | None,
+        typer.Option(help="MVFoul root or `video prepare` cache holding the splits (data.root)."),
     ] = None,
     run_dir: RunDir = None,
     resume: Resume = "auto",
@@ -218,7 +219,9 @@ def train(
 @video_errors
 def predict(
     ckpt: Annotated[Path, typer.Option(help="Checkpoint written by `video train`.")],
-    data: Annotated[Path, typer.Option(help="Split folder (e.g. DIR/test) of action_<id>/.")],
+    data: Annotated[
+        Path, typer.Option(help="Split folder (e.g. DIR/test) of action_<id>/, raw or cached.")
+    ],
     out: Annotated[
         Path | None, typer.Option(help="Predictions file (default: RUN_DIR/predictions.json).")
     ] = None,

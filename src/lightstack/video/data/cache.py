@@ -68,16 +68,18 @@ class CacheSpec:
 def read_marker(split_dir: Path) -> tuple[CacheSpec, Path]:
     """The spec and source split folder of a cached split, or ``ClipError`` naming the file."""
     path = split_dir / MARKER
+    data = read_json_object(path)
     try:
-        data = read_json_object(path)
-        if data["format"] != FORMAT:
-            raise ClipError(f"{path}: cache format {data['format']}, expected {FORMAT}")
-        spec = CacheSpec(tuple(data["indices"]), (int(data["size"][0]), int(data["size"][1])))
-        return spec, Path(data["source"])
+        version = data["format"]
+        spec = CacheSpec(
+            tuple(map(int, data["indices"])), (int(data["size"][0]), int(data["size"][1]))
+        )
+        source = Path(data["source"])
     except (KeyError, TypeError, IndexError, ValueError) as exc:
-        if isinstance(exc, ClipError):
-            raise
         raise ClipError(f"{path}: not a clip cache description ({exc!r})") from exc
+    if version != FORMAT:
+        raise ClipError(f"{path}: cache format {version}, expected {FORMAT}")
+    return spec, source
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
@@ -119,7 +121,7 @@ def entry_problem(npy: Path, spec: CacheSpec, source: Path) -> str | None:
         return "cached with another frame window or size"
     stamp = _source_stamp(source)
     if stamp is not None and any(record.get(k) != v for k, v in stamp.items()):
-        return f"source {source} changed since it was cached"
+        return "its source changed since it was cached"
     try:
         frames = np.load(npy, mmap_mode="r")
     except (OSError, ValueError) as exc:

@@ -7,7 +7,8 @@ largest view count, returning a ``view_mask``.
 Clips that are missing or cannot be decoded are found when the dataset is built (each clip is
 opened and its first frame decoded), skipped with a warning naming the file, and counted in
 ``skipped_clips``; an action left with no view is dropped. More than ``max_skip_fraction`` of the
-clips skipped is an error.
+clips skipped is an error. A split folder of a ``video prepare`` cache reads the same clips from
+their decoded copies (``lightstack.video.data.cache``).
 """
 
 from __future__ import annotations
