@@ -153,6 +153,14 @@ def plain_step(
     optimizer.zero_grad(set_to_none=True)
 
 
+def out_of_memory(exc: RuntimeError) -> bool:
+    """A CUDA allocation failure, from PyTorch's allocator or a cuDNN/cuBLAS workspace."""
+    text = str(exc)
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or any(
+        marker in text for marker in ("out of memory", "STATUS_ALLOC_FAILED")
+    )
+
+
 def fits(
     module: VideoModule, optimizer: torch.optim.Optimizer, batch: dict, precision: str
 ) -> bool:
@@ -162,7 +170,9 @@ def fits(
             plain_step(module, optimizer, batch, precision)
         sync(batch["video"].device)
         return True
-    except torch.cuda.OutOfMemoryError:
+    except RuntimeError as exc:
+        if not out_of_memory(exc):
+            raise
         optimizer.zero_grad(set_to_none=True)
         return False
     finally:

@@ -81,3 +81,10 @@ def test_max_batch_doubles_then_bisects(monkeypatch):
     assert tried[:4] == [8, 16, 32, 64] and tried[-1] in (37, 38)
     args.max_batch_limit = 16
     assert script.max_batch(cfg, args, "bf16-mixed") == {"max_batch": 16, "limit_reached": True}
+
+
+def test_out_of_memory_recognises_allocator_and_library_failures():
+    script = load_script()
+    assert script.out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to ..."))
+    assert script.out_of_memory(RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"))
+    assert not script.out_of_memory(RuntimeError("shape mismatch"))
