@@ -12,7 +12,11 @@ replacement, so a handful of actions give as many batches as asked; the clips si
 cache, as a data set that fits in memory does after its first epoch. ``--mvfoul-root`` reads
 real MVFoul clips instead (``--set data.probe_clips=false`` skips opening every clip first).
 The first line times single clips in this process and reports the clips' bitrate and keyframes:
-seeking to the window only pays where a keyframe precedes it.
+seeking to the window only pays where a keyframe precedes it. ``--cache`` first decodes the
+clips into a cache with ``lightstack video prepare``'s code (into ``--cache-dir``, default
+beside the tree; remade on every run, so its time is measured: one ``prepare_cache`` line with
+the seconds per 1000 clips, scaled from the clips prepared) and then reads the batches from the
+cache instead of decoding them.
 
 ``physics``: trains a physics config (``--config``, dotted ``--set`` overrides) for
 ``--warmup + --steps`` steps through lightstack's trainer with Lightning's ``SimpleProfiler``
@@ -28,6 +32,8 @@ interleaved repeats. Run from the repository root with ``PYTHONPATH=src``:
         --step-ms 135 250 --repeats 2
     python benchmarks/input_pipeline.py video --resolution 224p --workers 4 8 16 --model
     python benchmarks/input_pipeline.py video --mvfoul-root /data/mvfoul --workers 8 16
+    python benchmarks/input_pipeline.py video --resolution 720p --actions 24 --cache \
+        --workers 8 16 --step-ms 140 --model --repeats 2
     python benchmarks/input_pipeline.py physics --config configs/physics/burgers1d.yaml \
         --set 'data.train_files=[data/burgers.h5]' --steps 200 --repeats 2
     python benchmarks/input_pipeline.py physics --config configs/physics/pipeline.yaml \
@@ -65,13 +71,12 @@ from lightstack.physics import stages
 from lightstack.physics.config import PhysicsConfig
 from lightstack.physics.train import DEFAULT_MONITOR, with_data_shapes
 from lightstack.video.config import VideoConfig
-from lightstack.video.data.mvfoul import (
-    SOURCE_FPS,
-    MVFoulDataModule,
-    MVFoulDataset,
-    collate_views,
-)
-from lightstack.video.data.mvfoul import decode_clip as read_clip
+from lightstack.video.data.cache import prepare_cache
+from lightstack.video.data.collate import collate_views
+from lightstack.video.data.dataset import MVFoulDataset
+from lightstack.video.data.decode import SOURCE_FPS
+from lightstack.video.data.decode import decode_clip as read_clip
+from lightstack.video.data.mvfoul import MVFoulDataModule
 from lightstack.video.data.synthetic import synthesize
 from lightstack.video.module import VideoModule
 
@@ -243,6 +248,38 @@ def decode_record(dataset: MVFoulDataset, clips: list[Path], cfg: VideoConfig) -
     }
 
 
+def cache_dir(args: argparse.Namespace, root: Path) -> Path:
+    """``--cache-dir`` (default: ``<tree>-cache`` beside it), emptied first so that the whole
+    preparation is timed. A folder that holds anything but a clip cache is refused."""
+    path = Path(args.cache_dir or root.with_name(root.name + "-cache"))
+    if path.is_dir() and any(path.iterdir()):
+        if not (path / "prepare.json").is_file():
+            raise SystemExit(f"--cache-dir {path} holds files but no clip cache; give a new folder")
+        shutil.rmtree(path)
+    return path
+
+
+def prepare_record(root: Path, out: Path, cfg: VideoConfig, workers: int) -> dict[str, Any]:
+    """Prepare the cache of ``root`` as ``lightstack video prepare`` does; time it."""
+    data = cfg.data
+    t0 = time.perf_counter()
+    summary = prepare_cache(
+        root, out, size=data.size, start=data.start, end=data.end, workers=workers
+    )
+    seconds = time.perf_counter() - t0
+    clips = sum(s["decoded"] for s in summary["splits"].values())
+    npy = sum(f.stat().st_size for f in out.rglob("*.npy"))
+    return {
+        "measure": "prepare_cache",
+        "clips": clips,
+        "prepare_workers": workers,
+        "frames_cached": len(summary["indices"]),
+        "seconds": round(seconds, 2),
+        "s_per_1000_clips": round(1000 * seconds / clips, 1),
+        "cache_mb_per_clip": round(npy / clips / 1e6, 3),
+    }
+
+
 def sleep_consumer(step_ms: float, device: torch.device) -> Callable[[Batch], None]:
     """Copy the clips to the GPU (as a training step's batch transfer would), then sleep."""
 
@@ -345,12 +382,18 @@ def run_video(args: argparse.Namespace) -> None:
         root, split = ensure_clips(args), "train"
     overrides = [f"data.root={root}", f"data.train_split={split}", "augment.enabled=false"]
     cfg = load_config(args.config, [*overrides, *args.set], VideoConfig)
-    dataset = MVFoulDataModule(cfg.data).dataset("train")
     clips = clip_files(root / split, args.decode_clips)
+    prepared = None
+    if args.cache:
+        out = cache_dir(args, root)
+        prepared = prepare_record(root, out, cfg, args.prepare_workers or usable_cpus())
+        cfg = load_config(args.config, [*overrides, *args.set, f"data.root={out}"], VideoConfig)
+    dataset = MVFoulDataModule(cfg.data).dataset("train")
     common = {
         "benchmark": "input_pipeline",
         "mode": "video",
         "data": "real" if args.mvfoul_root else "synthetic",
+        "cache": args.cache,
         **clip_stats(clips),
         "frames": len(dataset.indices),
         "size": list(dataset.size),
@@ -361,6 +404,8 @@ def run_video(args: argparse.Namespace) -> None:
         **environment(device),
     }
     emit({**common, **decode_record(dataset, clips, cfg)})
+    if prepared is not None:
+        emit({**common, **prepared})
     consumers: list[tuple[str, float | None, Callable[[Batch], None]]] = [
         ("sleep", ms, sleep_consumer(ms, device)) for ms in args.step_ms
     ]
@@ -573,6 +618,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--mvfoul-root", default=None, help="read real MVFoul clips from this root instead"
     )
     video.add_argument("--split", default="train", help="split folder of --mvfoul-root")
+    video.add_argument(
+        "--cache", action="store_true", help="prepare a decoded-clip cache (timed), read from it"
+    )
+    video.add_argument("--cache-dir", default=None, help="where --cache writes (remade each run)")
+    video.add_argument(
+        "--prepare-workers", type=int, default=0, help="processes for --cache (0: one per core)"
+    )
     video.add_argument(
         "--decode-clips", type=int, default=16, help="clips timed one by one in this process"
     )

@@ -17,8 +17,10 @@ from pydantic import ValidationError
 from script_runner import BENCHMARKS, json_records
 
 from lightstack.core.config import ConfigError
-from lightstack.video.data import mvfoul
-from lightstack.video.data.mvfoul import MVFoulDataset, VideoDataConfig, decode_clip
+from lightstack.video.data import decode
+from lightstack.video.data.dataset import MVFoulDataset
+from lightstack.video.data.decode import decode_clip
+from lightstack.video.data.mvfoul import VideoDataConfig
 from lightstack.video.data.synthetic import render_frames, synthesize, write_mp4
 
 SCRIPT = BENCHMARKS / "input_pipeline.py"
@@ -107,6 +109,33 @@ def test_video_mode_reports_wait_per_worker_count_and_consumer(tmp_path, capsys)
     assert kinds == ["decode_clip", "sleep", "summary"]
     assert real[0]["data"] == "real" and real[0]["clip_size"] == [32, 48]
     assert real[1]["batches"] == 2 and in_unit_interval(real[1]["wait_fraction"])
+
+
+@pytest.mark.slow
+def test_video_mode_with_cache_times_the_preparation_and_reads_the_cache(tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "stale").mkdir(parents=True)  # a cache of an earlier run is remade
+    (cache / "prepare.json").write_text("{}")
+    args = [
+        *("video", "--clip-size", "32x48", "--clip-frames", "8", "--actions", "8"),
+        *("--data", str(tmp_path / "tree"), "--cache", "--cache-dir", str(cache)),
+        *("--prepare-workers", "2", "--workers", "1", "--step-ms", "1", "--batches", "2"),
+        *("--warmup", "1", "--repeats", "1", "--device", "cpu", *TINY_WINDOW),
+    ]
+    lines, _ = json_records(SCRIPT.name, *args)
+    prepared = next(r for r in lines if r.get("measure") == "prepare_cache")
+    assert (prepared["clips"], prepared["prepare_workers"], prepared["frames_cached"]) == (16, 2, 8)
+    assert prepared["s_per_1000_clips"] == pytest.approx(1000 * prepared["seconds"] / 16, rel=0.05)
+    assert prepared["cache_mb_per_clip"] == pytest.approx(8 * 32 * 32 * 3 / 1e6, rel=0.1)
+    assert not (cache / "stale").exists() and (cache / "train" / "clip_cache.json").is_file()
+    sleep = next(r for r in lines if r.get("consumer") == "sleep")
+    assert sleep["cache"] is True and sleep["batches"] == 2
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="holds files but no clip cache"):
+        load_script().cache_dir(
+            load_script().parse_args([*args[:9], "--cache-dir", str(tmp_path / "other")]), tmp_path
+        )
 
 
 def test_physics_mode_reports_dataloader_wait_per_variant(tiny_config_file, burgers_file):
@@ -203,16 +232,16 @@ def test_seeking_reads_the_same_frames_as_decoding_from_the_start(tmp_path, inte
 def test_a_failed_seek_falls_back_to_decoding_from_the_start(tmp_path, monkeypatch):
     clip = noise_clip(tmp_path / "clip.mp4", 12, keyframe_interval=4)
     expected = native_frames(clip)[:, [6, 9]]
-    real = mvfoul._indexed_frames
+    real = decode._indexed_frames
     calls = []
 
     def unreliable(container, first, seek):
         calls.append(seek)
         if seek:
-            raise mvfoul._SeekFailed
+            raise decode._SeekFailed
         yield from real(container, first, seek)
 
-    monkeypatch.setattr(mvfoul, "_indexed_frames", unreliable)
+    monkeypatch.setattr(decode, "_indexed_frames", unreliable)
     torch.testing.assert_close(decode_clip(clip, [6, 9], (48, 64)), expected, atol=0, rtol=0)
     assert calls == [True, False]
 

@@ -86,6 +86,35 @@ def test_synth_train_predict_eval(tmp_path):
     assert after_fit["accuracy_action"] == metrics["accuracy_action"]
 
 
+@pytest.mark.slow
+def test_prepare_writes_a_cache_that_train_reads(tmp_path):
+    data, cache = tmp_path / "synth", tmp_path / "cache"
+    result = invoke(
+        "synth", "--out", data, "--actions", 20, "--views", 2, "--frames", 8, "--size", "16x16"
+    )
+    assert result.exit_code == 0, result.output
+    args = ("prepare", "--data", data, "--out", cache, "--size", 16, "--start", 0, "--end", 8)
+    result = invoke(*args, "--workers", 2)
+    assert result.exit_code == 0, result.output
+    assert "decoding clips" in result.output and "read it with data.root=" in text(result)
+    assert (cache / "test" / "clip_cache.json").is_file()
+    assert json.loads((cache / "prepare.json").read_text())["size"] == [16, 16]
+    result = invoke(*args, "--workers", 0)  # nothing left to decode
+    assert result.exit_code == 0 and "0 decoded" in text(result)
+    (data / "train" / "action_0" / "clip_1.mp4").write_bytes(b"not a video")
+    result = invoke(*args, "--workers", 0)
+    assert result.exit_code == 1 and "clip_1.mp4: cannot decode" in text(result)
+    result = invoke("prepare", "--data", data, "--out", cache, "--size", "16y16")
+    assert result.exit_code == 2 and "224x398" in text(result)
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    run = tmp_path / "run"
+    result = invoke("train", "--config", config, "--data", cache, "--run-dir", run)
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "test" / "metrics.json").read_text())["n_scored"] >= 1
+
+
 def test_bad_input_is_one_clear_message(tmp_path):
     result = invoke("synth", "--out", tmp_path / "x", "--views", "4..2")
     assert result.exit_code == 2 and "MIN <= MAX" in result.output
@@ -119,7 +148,7 @@ def test_option_parsers():
         parse_views("0..2")
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "mvfoul_r2plus1d.yaml"])
+@pytest.mark.parametrize("name", ["quickstart.yaml", "mvfoul_r2plus1d.yaml", "vars_mvit.yaml"])
 def test_shipped_configs_are_valid(name):
     cfg = load_config(CONFIGS / name, [], VideoConfig)
     assert cfg.checkpoint.monitor == "val/leaderboard" and cfg.checkpoint.mode == "max"

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from lightstack.video.data.mvfoul import ClipError, MVFoulDataset, decode_clip, probe_clip
+from lightstack.video.data.dataset import MVFoulDataset
+from lightstack.video.data.decode import ClipError, decode_clip, probe_clip
 from lightstack.video.data.synthetic import synthesize
 from lightstack.video.labels import AnnotationError, load_annotations
 

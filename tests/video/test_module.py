@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from lightstack.core.checkpoints import META_KEY, load_checkpoint
 from lightstack.core.config import validate
 from lightstack.video.config import VideoConfig
-from lightstack.video.data.mvfoul import collate_views
+from lightstack.video.data.collate import collate_views
 from lightstack.video.inference import load_video_model
 from lightstack.video.module import VideoModule
 from lightstack.video.train import EMAWeights, build_callbacks
@@ -204,3 +204,18 @@ def test_test_loop_logs_test_metrics_and_keeps_confusion_matrices(tmp_path):
     assert module.test_confusion["action"].shape == (8, 8)
     assert int(module.test_confusion["offence"].sum()) == 6
     assert int(module.test_confusion["offence"][3].sum()) == 1  # only item 3 is a red card
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_model_compile_compiles_the_backbone_once(monkeypatch, tmp_path, enabled):
+    calls: list[dict[str, Any]] = []
+
+    def fake_compile(fn: Any, **kwargs: Any) -> Any:  # records the call, runs eagerly
+        calls.append(kwargs)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    module = VideoModule(config(model={"compile": enabled, "compile_mode": "max-autotune"}))
+    fit(module, tmp_path, max_steps=2)
+    assert calls == ([{"mode": "max-autotune"}] if enabled else [])
+    assert (module.model.backbone._compiled_call_impl is not None) == enabled

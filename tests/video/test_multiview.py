@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import save_file
 from torch import nn
+from torchvision.models import video as tv_video
 
+from lightstack.core.config import ConfigError, load_config
+from lightstack.video.config import VideoConfig
+from lightstack.video.data.decode import vars_frame_indices, window_indices
 from lightstack.video.models.aggregation import build_aggregator
 from lightstack.video.models.multiview import (
     MultiViewModel,
     VideoModelConfig,
+    _strip_to_backbone,
     backbone_blocks,
     build_backbone,
     check_clip_shape,
@@ -19,6 +26,7 @@ from lightstack.video.models.multiview import (
 torch.set_num_threads(1)
 BACKBONES = {"r3d_18": 512, "mc3_18": 512, "r2plus1d_18": 512, "s3d": 1024, "mvit_v2_s": 768}
 AGGREGATIONS = ["max", "mean", "attention", "transformer"]
+VARS_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "video" / "vars_mvit.yaml"
 
 
 class StandIn(nn.Module):
@@ -205,6 +213,21 @@ def test_transformer_rejects_more_views_than_embeddings():
         agg(torch.randn(1, 3, 4), torch.ones(1, 3, dtype=torch.bool))
 
 
+def test_transformer_keeps_camera_positions_of_the_remaining_views():
+    torch.manual_seed(0)
+    agg = build_aggregator("transformer", 4, hidden=8, heads=2, max_views=3).eval()
+    f1, f2 = torch.randn(1, 1, 4), torch.randn(1, 1, 4)
+    # clip_0 missing: clip_1 and clip_2 at their positions 1 and 2 ...
+    kept = agg(torch.cat([f1, f2], 1), torch.ones(1, 2, dtype=torch.bool), torch.tensor([[1, 2]]))
+    # ... are what the three-view action gives with clip_0 masked out
+    full = torch.cat([torch.randn(1, 1, 4), f1, f2], 1)
+    torch.testing.assert_close(kept, agg(full, torch.tensor([[False, True, True]])))
+    shifted = agg(torch.cat([f1, f2], 1), torch.ones(1, 2, dtype=torch.bool))
+    assert not torch.allclose(kept, shifted)  # slots 0 and 1 are other cameras' embeddings
+    with pytest.raises(ValueError, match=r"view positions \[1, 3\] .* max_views=3"):
+        agg(torch.cat([f1, f2], 1), torch.ones(1, 2, dtype=torch.bool), torch.tensor([[1, 3]]))
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="divisible by heads"):
         VideoModelConfig(aggregation="transformer", hidden=30, heads=4)
@@ -301,6 +324,40 @@ def test_bad_weight_files_name_the_file(tmp_path):
         MultiViewModel(
             VideoModelConfig(backbone="s3d", pretrained_path=str(tmp_path / "nowhere.pth"))
         )
+
+
+def test_torchvision_mvit_state_dict_maps_onto_the_backbone():
+    # torchvision's mvit_v2_s(weights="KINETICS400_V1").state_dict() has this layout (built on
+    # the meta device: names and shapes only, nothing allocated)
+    with torch.device("meta"):
+        published = tv_video.mvit_v2_s().state_dict()
+        backbone, _ = build_backbone("mvit_v2_s")
+    mapped = _strip_to_backbone(published, "head")
+    expected = backbone.state_dict()
+    assert "head.1.weight" in published and sorted(mapped) == sorted(expected)
+    assert all(mapped[k].shape == v.shape for k, v in expected.items())
+
+
+def test_vars_config_is_mvit_at_16x224_with_local_weights():
+    cfg = load_config(VARS_CONFIG, [], VideoConfig)
+    model, data = cfg.model, cfg.data
+    assert (model.backbone, model.aggregation, cfg.trainer.precision) == (
+        "mvit_v2_s",
+        "attention",
+        "bf16-mixed",
+    )
+    assert (data.frames, data.size, data.views_per_sample_train, data.max_views) == (
+        16,
+        (224, 224),
+        2,
+        5,
+    )
+    assert window_indices(data.frames, data.start, data.end, data.fps) == vars_frame_indices(
+        63, 87, 17
+    )
+    assert model.pretrained_path == "weights/mvit_v2_s-kinetics400.pth"
+    with pytest.raises(ConfigError, match="exactly"):  # MViT's positional embeddings: 16x224
+        load_config(VARS_CONFIG, ["data.frames=8"], VideoConfig)
 
 
 @pytest.mark.gpu

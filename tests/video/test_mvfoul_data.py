@@ -8,15 +8,10 @@ import torch
 from pydantic import ValidationError
 
 from lightstack.core.resume import ResumableSampler
-from lightstack.video.data.mvfoul import (
-    ClipError,
-    MVFoulDataModule,
-    MVFoulDataset,
-    VideoDataConfig,
-    collate_views,
-    vars_frame_indices,
-    window_indices,
-)
+from lightstack.video.data.collate import collate_views
+from lightstack.video.data.dataset import MVFoulDataset
+from lightstack.video.data.decode import ClipError, vars_frame_indices, window_indices
+from lightstack.video.data.mvfoul import MVFoulDataModule, VideoDataConfig
 from lightstack.video.labels import load_annotations
 
 
@@ -123,6 +118,27 @@ def test_clip_broken_after_the_check_falls_back_to_another_view(tree_copy, mvfou
     corrupt(bad)
     with pytest.warns(UserWarning, match=f"skipping view: {bad}"):
         assert ds[0]["n_views"] == n_views - 1
+
+
+def test_views_keep_their_camera_position_when_a_clip_is_missing(tree_copy, mvfoul_tree):
+    summary = mvfoul_tree[1]
+    records = load_annotations(tree_copy / "test" / "annotations.json")
+    victim = next(k for k, r in enumerate(records) if len(r.clips) == 3)
+    records[victim].clips[0].unlink()
+    with pytest.warns(UserWarning, match="file not found"):
+        labelled = dataset(tree_copy / "test", summary, max_skip_fraction=0.5)
+    assert labelled[victim]["view_ids"].tolist() == [1, 2]
+    assert labelled[victim]["n_views"] == 2
+    other = next(k for k in range(len(labelled)) if k != victim)
+    assert labelled[other]["view_ids"].tolist() == list(range(len(records[other].clips)))
+    batch = collate_views([labelled[victim], labelled[other]])
+    assert batch["view_ids"][0, :2].tolist() == [1, 2]
+    (tree_copy / "test" / "annotations.json").unlink()  # unlabelled: from the file names
+    unlabelled = dataset(tree_copy / "test", summary)
+    item = next(
+        unlabelled[k] for k in range(len(unlabelled)) if unlabelled[k]["id"] == records[victim].id
+    )
+    assert item["view_ids"].tolist() == [1, 2]
 
 
 def test_action_without_readable_view_is_dropped(tree_copy, mvfoul_tree):

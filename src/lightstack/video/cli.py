@@ -44,7 +44,7 @@ def video_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from lightstack.video.data.mvfoul import ClipError
+        from lightstack.video.data.decode import ClipError
 
         try:
             return func(*args, **kwargs)
@@ -67,11 +67,14 @@ def parse_views(text: str) -> tuple[int, int]:
     return low, high
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"64x48"`` -> ``(64, 48)`` (height x width)."""
+def parse_size(text: str, square: bool = False) -> tuple[int, int]:
+    """``"64x48"`` -> ``(64, 48)`` (height x width); ``square`` also takes ``"224"`` (224x224)."""
+    if square and text.strip().isdigit():
+        return int(text), int(text)
     match = _SIZE.fullmatch(text)
     if match is None:
-        raise typer.BadParameter(f"expected HxW (e.g. 64x64), got {text!r}")
+        example = "224 or 224x398" if square else "64x64"
+        raise typer.BadParameter(f"expected HxW (e.g. {example}), got {text!r}")
     return int(match.group(1)), int(match.group(2))
 
 
@@ -138,6 +141,43 @@ def synth(
     )
 
 
+@video_app.command("prepare")
+@reports_errors
+@video_errors
+def prepare(
+    data: Annotated[Path, typer.Option(help="MVFoul root holding the split folders.")],
+    out: Annotated[Path, typer.Option(help="Cache folder to write (CACHE/<split>/ per split).")],
+    size: Annotated[str, typer.Option(help="Frame size: N (NxN) or HxW.")] = "224",
+    start: Annotated[int, typer.Option(min=0, help="First frame of the cached span.")] = 63,
+    end: Annotated[int, typer.Option(min=1, help="End (exclusive) of the cached span.")] = 87,
+    fps: Annotated[
+        float, typer.Option(min=0.1, max=25.0, help="Frame rate the span is kept at (25: all).")
+    ] = 25.0,
+    workers: Annotated[
+        int | None, typer.Option(min=0, help="Decoding processes (default: one per core).")
+    ] = None,
+) -> None:
+    """Decode every clip's frame window once into a cache that `video train/predict --data` read."""
+    from lightstack.video.data.cache import prepare_cache
+
+    if end <= start:
+        raise typer.BadParameter(f"--end ({end}) must be greater than --start ({start})")
+    hw = parse_size(size, square=True)
+    with progress_bar("decoding clips") as update:
+        summary = prepare_cache(
+            data, out, size=hw, start=start, end=end, fps=fps, workers=workers, progress=update
+        )
+    rows = {
+        split: f"{s['decoded']} decoded, {s['reused']} already cached, {len(s['missing'])} missing"
+        for split, s in summary["splits"].items()
+    }
+    console.print(_table(f"clip cache {summary['out']} ({summary['seconds']:.1f} s)", rows))
+    console.print(
+        f"read it with data.root={out} (frames {start}..{end - 1} at {hw[0]}x{hw[1]}; "
+        f"data.size=[{hw[0]},{hw[1]}])"
+    )
+
+
 @video_app.command("train", context_settings=OVERRIDES)
 @reports_errors
 @video_errors
@@ -146,7 +186,8 @@ def train(
     ctx: typer.Context,
     config: ConfigPath,
     data: Annotated[
-        Path | None, typer.Option(help="MVFoul root holding the split folders (data.root).")
+        Path | None,
+        typer.Option(help="MVFoul root or `video prepare` cache holding the splits (data.root)."),
     ] = None,
     run_dir: RunDir = None,
     resume: Resume = "auto",
@@ -178,7 +219,9 @@ def train(
 @video_errors
 def predict(
     ckpt: Annotated[Path, typer.Option(help="Checkpoint written by `video train`.")],
-    data: Annotated[Path, typer.Option(help="Split folder (e.g. DIR/test) of action_<id>/.")],
+    data: Annotated[
+        Path, typer.Option(help="Split folder (e.g. DIR/test) of action_<id>/, raw or cached.")
+    ],
     out: Annotated[
         Path | None, typer.Option(help="Predictions file (default: RUN_DIR/predictions.json).")
     ] = None,

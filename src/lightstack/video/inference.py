@@ -26,7 +26,8 @@ from lightstack.core.checkpoints import (
 )
 from lightstack.core.io import atomic_write_json
 from lightstack.video.config import VideoConfig
-from lightstack.video.data.mvfoul import MVFoulDataset, collate_views
+from lightstack.video.data.collate import collate_views
+from lightstack.video.data.dataset import MVFoulDataset
 from lightstack.video.labels import (
     ACTION_CLASSES,
     NO_OFFENCE_VALUES,
@@ -122,8 +123,9 @@ def predict_dataset(
     for done, batch in enumerate(loader, start=1):
         video = batch["video"].to(device, non_blocking=True)
         mask = batch["view_mask"].to(device, non_blocking=True)
+        view_ids = batch["view_ids"].to(device, non_blocking=True)
         with autocast:
-            out = model(video, mask)
+            out = model(video, mask, view_ids)
         actions = out["action"].argmax(dim=-1).tolist()
         offences = out["offence"].argmax(dim=-1).tolist()
         for action_id, a, o in zip(batch["id"], actions, offences, strict=True):

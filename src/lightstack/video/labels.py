@@ -88,13 +88,24 @@ class SkipReason(StrEnum):
 
 @dataclass(frozen=True)
 class ActionRecord:
-    """One scored action: its id (the ``Actions`` key), labels and clip files (one per view)."""
+    """One scored action: its id (the ``Actions`` key), labels and clip files (one per view).
+
+    ``views`` holds each clip's camera position: its index in the annotation's ``Clips`` list
+    (``clip_0`` is the live camera), kept when other clips of the action are left out, so a
+    model can tell the cameras apart. Empty means ``0..len(clips)-1``.
+    """
 
     id: str
     action: int
     offence: int
     clips: tuple[Path, ...]
     camera_types: tuple[str, ...] = ()
+    views: tuple[int, ...] = ()
+
+    @property
+    def positions(self) -> tuple[int, ...]:
+        """The camera position of each clip (``views``, or ``0..len(clips)-1``)."""
+        return self.views or tuple(range(len(self.clips)))
 
 
 @dataclass(frozen=True)

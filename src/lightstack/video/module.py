@@ -15,6 +15,7 @@ import lightning as L
 from torch import Tensor, nn
 
 from lightstack.core.checkpoints import META_KEY, make_metadata
+from lightstack.core.compile import maybe_compile
 from lightstack.core.config import to_dict
 from lightstack.core.optim import build_optimization
 from lightstack.video.augment import VideoAugment
@@ -45,8 +46,24 @@ class VideoModule(L.LightningModule):
         self.test_metrics = VideoMetrics(n_actions, n_offence)
         self.test_confusion: dict[str, Tensor] = {}
 
-    def forward(self, video: Tensor, view_mask: Tensor | None = None) -> dict[str, Tensor]:
-        return self.model(video, view_mask)
+    def forward(
+        self, video: Tensor, view_mask: Tensor | None = None, view_ids: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        return self.model(video, view_mask, view_ids)
+
+    def configure_model(self) -> None:
+        """Compile the backbone once the world size is known (``model.compile``).
+
+        Only the backbone: it holds nearly all of the compute, and the view gather around it
+        (``video[view_mask]``, a data-dependent shape) would split a whole-model graph.
+        """
+        maybe_compile(
+            self.model.backbone,
+            self.cfg.model.compile,
+            self.cfg.model.compile_mode,
+            self.trainer.world_size,
+            self.cfg.training.force_compile_distributed,
+        )
 
     # --- training ----------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
@@ -56,7 +73,7 @@ class VideoModule(L.LightningModule):
         return batch
 
     def _loss(self, batch: dict[str, Any]) -> tuple[dict[str, Tensor], Tensor, dict[str, Tensor]]:
-        out = self.model(batch["video"], batch["view_mask"])
+        out = self.model(batch["video"], batch["view_mask"], batch.get("view_ids"))
         total, parts = self.criterion(out, batch)
         return out, total, parts
 

@@ -1,7 +1,8 @@
 """Pool per-view clip features ``(B, V, D)`` into one vector per action, honouring a view mask.
 
-Every aggregator takes ``feats`` ``(B, V, D)`` and ``mask`` ``(B, V)`` (True = real view) and
-returns ``(B, out_dim)``. Padded views are zeroed before anything reads them and are excluded
+Every aggregator takes ``feats`` ``(B, V, D)``, ``mask`` ``(B, V)`` (True = real view) and
+optionally ``view_ids`` ``(B, V)`` (each view's camera position; only the transformer reads it)
+and returns ``(B, out_dim)``. Padded views are zeroed before anything reads them and are excluded
 from every reduction, so their content (even NaN) cannot change the output.
 """
 
@@ -20,16 +21,20 @@ class ViewAggregator(nn.Module):
 
     out_dim: int
 
-    def forward(self, feats: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, feats: Tensor, mask: Tensor, view_ids: Tensor | None = None) -> Tensor:
         if feats.ndim != 3 or mask.shape != feats.shape[:2]:
             raise ValueError(
                 f"aggregator expects feats (B, V, D) and mask (B, V), got {tuple(feats.shape)} "
                 f"and {tuple(mask.shape)}"
             )
+        if view_ids is not None and view_ids.shape != mask.shape:
+            raise ValueError(
+                f"view_ids must be (B, V) = {tuple(mask.shape)}, got {tuple(view_ids.shape)}"
+            )
         mask = mask.bool()
-        return self.pool(feats.masked_fill(~mask[..., None], 0.0), mask)
+        return self.pool(feats.masked_fill(~mask[..., None], 0.0), mask, view_ids)
 
-    def pool(self, feats: Tensor, mask: Tensor) -> Tensor:
+    def pool(self, feats: Tensor, mask: Tensor, view_ids: Tensor | None) -> Tensor:
         raise NotImplementedError
 
 
@@ -40,7 +45,7 @@ class MaxAggregator(ViewAggregator):
         super().__init__()
         self.out_dim = dim
 
-    def pool(self, feats: Tensor, mask: Tensor) -> Tensor:
+    def pool(self, feats: Tensor, mask: Tensor, view_ids: Tensor | None) -> Tensor:
         return feats.masked_fill(~mask[..., None], float("-inf")).amax(dim=1)
 
 
@@ -51,7 +56,7 @@ class MeanAggregator(ViewAggregator):
         super().__init__()
         self.out_dim = dim
 
-    def pool(self, feats: Tensor, mask: Tensor) -> Tensor:
+    def pool(self, feats: Tensor, mask: Tensor, view_ids: Tensor | None) -> Tensor:
         count = mask.sum(dim=1, keepdim=True).clamp_min(1).to(feats.dtype)
         return feats.sum(dim=1) / count
 
@@ -64,7 +69,7 @@ class AttentionAggregator(ViewAggregator):
         self.out_dim = dim
         self.score = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
 
-    def pool(self, feats: Tensor, mask: Tensor) -> Tensor:
+    def pool(self, feats: Tensor, mask: Tensor, view_ids: Tensor | None) -> Tensor:
         scores = self.score(feats).squeeze(-1).masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, dim=1)
         return (weights.unsqueeze(-1) * feats).sum(dim=1)
@@ -73,8 +78,9 @@ class AttentionAggregator(ViewAggregator):
 class TransformerAggregator(ViewAggregator):
     """CLS token + learned view embeddings + a small pre-norm transformer encoder.
 
-    The view embedding is indexed by the view's position (clip_0 is the live camera in MVFoul),
-    so ``max_views`` bounds how many views one action may have.
+    The view embedding is indexed by each view's camera position ``view_ids`` (clip_0 is the live
+    camera in MVFoul; default: the slot ``0..V-1``), so a missing clip does not move the other
+    views' embeddings, and ``max_views`` bounds the camera positions.
     """
 
     def __init__(
@@ -102,14 +108,24 @@ class TransformerAggregator(ViewAggregator):
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(hidden)
 
-    def pool(self, feats: Tensor, mask: Tensor) -> Tensor:
+    def pool(self, feats: Tensor, mask: Tensor, view_ids: Tensor | None) -> Tensor:
         b, v, _ = feats.shape
         if v > self.max_views:
             raise ValueError(
                 f"transformer aggregator was built for at most max_views={self.max_views} views, "
                 f"got {v}; raise model.max_views"
             )
-        tokens = self.proj(feats) + self.view_embed[:, :v]
+        if view_ids is None:
+            embed = self.view_embed[:, :v]
+        else:
+            real = view_ids[mask]
+            if real.numel() and (int(real.min()) < 0 or int(real.max()) >= self.max_views):
+                raise ValueError(
+                    f"view positions {sorted(set(real.tolist()))} outside the "
+                    f"max_views={self.max_views} view embeddings; raise model.max_views"
+                )
+            embed = self.view_embed[0, view_ids.masked_fill(~mask, 0)]
+        tokens = self.proj(feats) + embed
         tokens = torch.cat([self.cls_token.expand(b, -1, -1), tokens], dim=1)
         padding = torch.cat([mask.new_zeros(b, 1), ~mask], dim=1)
         out = self.encoder(tokens, src_key_padding_mask=padding)

@@ -63,6 +63,12 @@ class VideoModelConfig(Section):
     num_offence: int = Field(4, ge=2)
     ema: bool = Field(False, description="keep an EMA of the weights (wired by the trainer)")
     ema_decay: float = Field(0.999, gt=0.0, lt=1.0)
+    compile: bool = Field(
+        False,
+        description="torch.compile the backbone when training starts (core.compile.maybe_compile; "
+        "the first steps are slower while it compiles)",
+    )
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> VideoModelConfig:
@@ -203,7 +209,10 @@ def load_backbone_weights(backbone: nn.Module, name: BackboneName, path: str | P
     """Load backbone weights from a local file; every backbone weight must be present."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights file not found: {path}")
+        raise FileNotFoundError(
+            f"pretrained weights file not found: {path} (docs/video.md, 'Pretrained backbone "
+            "weights', says how to save torchvision's Kinetics weights to such a file)"
+        )
     state = _strip_to_backbone(_read_state(path), _spec(name).head_attr)
     try:
         missing, unexpected = backbone.load_state_dict(state, strict=False)
@@ -231,7 +240,8 @@ def _head(in_dim: int, hidden: int, classes: int, dropout: float) -> nn.Sequenti
 class MultiViewModel(nn.Module):
     """Shared backbone over the real views of each action, aggregation, two heads.
 
-    ``forward(video (B, V, C, T, H, W) in [0, 1], view_mask (B, V) bool)`` returns
+    ``forward(video (B, V, C, T, H, W) in [0, 1], view_mask (B, V) bool, view_ids (B, V) long)``
+    (``view_ids``: each view's camera position, for the transformer aggregation) returns
     ``{"action": (B, num_actions), "offence": (B, num_offence), "features": (B, F)}`` logits and
     pooled features. Only the real views go through the backbone: padding costs no compute and
     cannot influence batch-norm statistics or the output.
@@ -268,7 +278,9 @@ class MultiViewModel(nn.Module):
         """Backbone forward FLOPs for one action of ``views`` clips (heads are negligible)."""
         return views * backbone_flops(self.cfg.backbone, thw)
 
-    def forward(self, video: Tensor, view_mask: Tensor | None = None) -> dict[str, Tensor]:
+    def forward(
+        self, video: Tensor, view_mask: Tensor | None = None, view_ids: Tensor | None = None
+    ) -> dict[str, Tensor]:
         if video.ndim != 6 or video.shape[2] != 3:
             raise ValueError(f"video must be (B, V, 3, T, H, W), got {tuple(video.shape)}")
         b, v = video.shape[:2]
@@ -288,7 +300,7 @@ class MultiViewModel(nn.Module):
         real = self.backbone(clips)
         feats = real.new_zeros(b, v, real.shape[-1])
         feats[view_mask] = real
-        pooled = self.aggregator(feats, view_mask)
+        pooled = self.aggregator(feats, view_mask, view_ids)
         return {
             "action": self.action_head(pooled),
             "offence": self.offence_head(pooled),
