@@ -22,6 +22,7 @@ from lightstack.physics.data.pdebench import (
     CORRUPT_FILE_ERRORS,
     PDEBenchError,
     PDEBenchReader,
+    sample_key,
 )
 
 
@@ -99,9 +100,7 @@ def read_finite(reader: PDEBenchReader, sample: int, t_slice: slice | None = Non
     """``reader.read`` that names the file, key and sample when the data is unreadable
     (a truncated file) or holds NaN/Inf."""
     info = reader.info
-    key = {"1d_tensor": "tensor", "darcy": "tensor", "cfd": "/".join(info.channels)}.get(
-        info.layout, f"{info.groups[sample]}/data" if sample < len(info.groups) else "data"
-    )
+    key = sample_key(info, sample)
     try:
         fields = reader.read(sample, t_slice)
     except PDEBenchError:
