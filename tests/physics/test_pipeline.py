@@ -155,7 +155,7 @@ def test_independent_stage_gets_its_own_data_and_is_not_retrained_with_the_chain
     op_ckpt = str(tmp_path / "p/stages/operator/checkpoints/best.ckpt")
     assert first.calls == [("operator", None), ("diff_residual", op_ckpt), ("steady_prior", None)]
     darcy = Path(seen["steady_prior"][0])
-    assert darcy.parent.parent == tmp_path / "p" / "data" and darcy.name == "darcy2d.h5"
+    assert darcy.parent.parent == tmp_path / "p" / "data" and darcy.name == "darcy2d.hdf5"
     assert darcy.is_file() and seen["operator"] == seen["diff_residual"] != seen["steady_prior"]
     # the last stage with rollouts is the one evaluated
     assert "stages/diff_residual/" in result.summary["eval"]["checkpoint"]
@@ -380,7 +380,8 @@ def test_a_stage_generating_another_equation_inherits_no_solver_parameters(tiny_
 
     cfg = tiny_config(
         "generate={equation: burgers1d, samples: 8, params: {nu: 0.01, nx: 64}}",
-        "pipeline.stage_overrides={steady_prior: {generate: {equation: darcy2d, params: {nx: 16}}}}",
+        "pipeline.stage_overrides="
+        "{steady_prior: {generate: {equation: darcy2d, params: {nx: 16}}}}",
     )
     steady = stage_config(cfg, "steady_prior")
     assert steady.generate.equation == "darcy2d" and steady.generate.params == {"nx": 16}

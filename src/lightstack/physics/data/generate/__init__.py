@@ -64,6 +64,17 @@ def parameters(name: str) -> dict[str, Any]:
     }
 
 
+def suffix_warning(name: str, path: Path) -> str | None:
+    """A note when ``path``'s suffix would send PDEBench's loaders down the wrong branch."""
+    expected = layout_suffix(WRITES[name])
+    if (path.suffix == ".h5") == (expected == ".h5"):
+        return None
+    return (
+        f"note: {path.name} holds {WRITES[name]} data; PDEBench's loaders read a name ending "
+        f"in .h5 as seed groups and any other as one array, so they expect *{expected}"
+    )
+
+
 def generate(
     name: str,
     out: str | Path,
@@ -101,4 +112,11 @@ def _lookup(name: str) -> Callable[..., Path]:
     return GENERATORS[name]
 
 
-__all__ = ["GENERATORS", "WRITES", "default_filename", "generate", "parameters"]
+__all__ = [
+    "GENERATORS",
+    "WRITES",
+    "default_filename",
+    "generate",
+    "parameters",
+    "suffix_warning",
+]

@@ -49,8 +49,8 @@ def inspect(f: h5py.File, path: Path, attrs: dict) -> PDEFileInfo:
     names = [str(d) for d in _names(dims, path, "dimensions", "spatial_dims")]
     if not 1 <= len(names) <= 3:
         raise PDEBenchError(path, "dimensions/attrs/spatial_dims", "1 to 3 names", names)
-    time = _axis(dims, path, "time", n)
-    coords = {axis: _axis(dims, path, name, n) for axis, name in zip("xyz", names, strict=False)}
+    time = _axis(f, path, "time", n)
+    coords = {axis: _axis(f, path, name, n) for axis, name in zip("xyz", names, strict=False)}
     spatial = tuple(len(coords[axis]) for axis in "xyz"[: len(names)])
     coords["t"] = time
     channels: list[str] = []
@@ -114,9 +114,9 @@ def _names(obj: h5py.Group, path: Path, key: str, attr: str) -> list[Any]:
     return value
 
 
-def _axis(dims: h5py.Group, path: Path, name: str, n: int) -> np.ndarray:
+def _axis(f: h5py.File, path: Path, name: str, n: int) -> np.ndarray:
     """A coordinate ``(L,)``, or ``(N, L)`` when it varies per sample (the first is used)."""
-    ds = dataset(dims, path, f"dimensions/{name}", "a coordinate of shape (L,) or (N, L)")
+    ds = dataset(f, path, f"dimensions/{name}", "a coordinate of shape (L,) or (N, L)")
     if ds.ndim == 1:
         return np.asarray(ds[()])
     if ds.ndim == 2 and ds.shape[0] == n:
@@ -130,7 +130,7 @@ def _constant_scalars(f: h5py.File, path: Path, notes: list[str]) -> dict[str, A
         return {}
     out = {}
     for name in _names(scalars, path, "scalars", "field_names"):
-        ds = dataset(scalars, path, f"scalars/{name}", "a scalar named in field_names")
+        ds = dataset(f, path, f"scalars/{name}", "a scalar named in field_names")
         constant = not ds.attrs.get("sample_varying", False) and not ds.attrs.get(
             "time_varying", False
         )
