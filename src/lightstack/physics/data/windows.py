@@ -49,6 +49,28 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
     )
 
 
+def pdebench_split(n: int, test_ratio: float, seed_groups: bool) -> Split:
+    """The split of PDEBench's loaders (``pdebench/models/fno/utils.py``), index for index.
+
+    ``FNODatasetSingle`` (single-array files) tests on the first ``int(n * test_ratio)``
+    samples and trains on the rest; ``FNODatasetMult`` (seed-group files) trains on the sorted
+    seeds before ``int(n * (1 - test_ratio))`` and tests on the others. PDEBench's training
+    loop validates on the test samples, so validation here is the test split too.
+    """
+    if seed_groups:
+        cut = int(n * (1 - test_ratio))
+        train, test = np.arange(cut), np.arange(cut, n)
+    else:
+        cut = int(n * test_ratio)
+        test, train = np.arange(cut), np.arange(cut, n)
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError(
+            f"data.split=pdebench with test_fraction {test_ratio} leaves {len(train)} training "
+            f"and {len(test)} test samples of {n}: raise data.test_fraction or use more samples"
+        )
+    return Split(train=train, val=test, test=test)
+
+
 class TrajectoryWindows(Dataset):
     """All windows of ``horizon + 1`` snapshots of the chosen samples of one file.
 
@@ -175,6 +197,9 @@ class PDEDataModule(ResumableDataModule):
         n = reader.info.n_samples
         if self.cfg.max_samples:
             n = min(n, self.cfg.max_samples)
+        if self.cfg.split == "pdebench":
+            seed_groups = reader.info.layout == "seed_groups"
+            return pdebench_split(n, self.cfg.test_fraction, seed_groups)
         val_fraction = 0.0 if self.cfg.val_files else self.cfg.val_fraction
         test_fraction = 0.0 if self.cfg.test_files else self.cfg.test_fraction
         return split_indices(n, val_fraction, test_fraction, self.cfg.split_seed)
