@@ -274,3 +274,22 @@ def test_the_well_errors_name_key_and_shape(tmp_path: Path) -> None:
         del f["boundary_conditions"]
     with _raises(path, "boundary_conditions", "missing"):
         inspect_file(path)
+
+
+def test_the_well_one_dimensional(tmp_path: Path) -> None:
+    """One spatial axis: h5py returns one-element attributes (``dim_varying``) as scalars."""
+    path = tmp_path / "well1d.hdf5"
+    u = RNG.standard_normal((N, T, X)).astype(np.float32)
+    with h5py.File(path, "w") as f:
+        f.attrs.update({"n_trajectories": N, "n_spatial_dims": 1, "dataset_name": "waves"})
+        dims = f.create_group("dimensions")
+        dims.attrs["spatial_dims"] = ["x"]
+        dims["time"] = np.arange(T, dtype=np.float32)
+        dims["x"] = np.linspace(0, 1, X, dtype=np.float32)
+        f.create_group("boundary_conditions")
+        t0 = f.create_group("t0_fields")
+        t0.attrs["field_names"] = ["u"]
+        _field(t0, "u", u, dim_varying=[True])
+    info = inspect_file(path)
+    assert (info.channels, info.spatial_shape) == (("u",), (X,))
+    np.testing.assert_array_equal(PDEBenchReader(path).read(2)[..., 0], u[2])

@@ -64,7 +64,8 @@ def inspect(f: h5py.File, path: Path, attrs: dict) -> PDEFileInfo:
             key = f"{group_name}/{name}"
             ds = dataset(f, path, key, f"a field named in {group_name}'s field_names")
             field_attrs = read_attrs(ds.attrs)
-            varying = tuple(bool(v) for v in field_attrs.get("dim_varying", [True] * len(names)))
+            flags = field_attrs.get("dim_varying", [True] * len(names))
+            varying = tuple(bool(v) for v in (flags if isinstance(flags, list) else [flags]))
             per_sample = bool(field_attrs.get("sample_varying", True))
             per_time = bool(field_attrs.get("time_varying", True))
             shape = (
