@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
+from lightstack.physics.config import PhysicsDataConfig
 from lightstack.physics.data.inspect import describe
 from lightstack.physics.data.pdebench import (
     PDEBenchError,
@@ -21,6 +22,7 @@ from lightstack.physics.data.pdebench import (
     check_finite,
     inspect_file,
 )
+from lightstack.physics.data.windows import PDEDataModule
 
 RNG = np.random.default_rng(0)
 N, T, X, Y = 3, 5, 8, 6
@@ -293,3 +295,17 @@ def test_the_well_one_dimensional(tmp_path: Path) -> None:
     info = inspect_file(path)
     assert (info.channels, info.spatial_shape) == (("u",), (X,))
     np.testing.assert_array_equal(PDEBenchReader(path).read(2)[..., 0], u[2])
+
+
+def test_every_layout_serves_training_windows(tmp_path: Path) -> None:
+    files = [tmp_path / "ns.h5", tmp_path / "arena.h5", tmp_path / "well.hdf5"]
+    _ns_incompressible(files[0])
+    _pdearena(files[1])
+    _the_well(files[2])
+    for path, channels in zip(files, (3, 3, 4), strict=True):
+        cfg = PhysicsDataConfig(train_files=[str(path)], val_fraction=0.3, test_fraction=0.3)
+        dm = PDEDataModule(cfg, horizon=2)
+        item = dm.windows("train", 2)[0]
+        assert item["fields"].shape == (3, X, Y, channels)
+        assert item["grid"].shape == (X, Y, 2) and float(item["dt"]) > 0
+        assert dm.windows("test", None)[0]["fields"].shape == (T, X, Y, channels)
