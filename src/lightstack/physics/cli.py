@@ -49,8 +49,8 @@ def generate_command(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="HDF5 file to write [default: data/<equation>.hdf5; .h5 for ns2d's seed "
-            "groups, the suffixes PDEBench's loaders expect]."
+            help="HDF5 file to write (default: data/EQUATION.hdf5, or .h5 for ns2d's seed "
+            "groups: the suffixes PDEBench's loaders expect)."
         ),
     ] = None,
     samples: Annotated[int, typer.Option(min=1)] = 64,
