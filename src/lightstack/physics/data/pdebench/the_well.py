@@ -62,32 +62,13 @@ def inspect(f: h5py.File, path: Path, attrs: dict) -> PDEFileInfo:
             continue
         for name in _names(fields, path, group_name, "field_names"):
             key = f"{group_name}/{name}"
-            ds = dataset(f, path, key, f"a field named in {group_name}'s field_names")
-            field_attrs = read_attrs(ds.attrs)
-            flags = field_attrs.get("dim_varying", [True] * len(names))
-            varying = tuple(bool(v) for v in (flags if isinstance(flags, list) else [flags]))
-            per_sample = bool(field_attrs.get("sample_varying", True))
-            per_time = bool(field_attrs.get("time_varying", True))
-            shape = (
-                *((n,) if per_sample else ()),
-                *((len(time),) if per_time else ()),
-                *(size for size, used in zip(spatial, varying, strict=False) if used),
-                *(len(names),) * order,
-            )
-            if len(varying) != len(names) or ds.shape != shape:
-                raise PDEBenchError(
-                    path,
-                    key,
-                    f"shape {shape} (sample_varying={per_sample}, "
-                    f"time_varying={per_time}, dim_varying={list(varying)})",
-                    ds.shape,
-                )
-            if not per_time:
-                notes.append(f"constant field {key} {ds.shape}: not a model input")
+            source = _field_source(f, path, key, order, (n, len(time), spatial))
+            if source is None:
+                notes.append(f"constant field {key} {f[key].shape}: not a model input")
                 continue
             suffixes = ["".join(c) for c in itertools.product(names, repeat=order)]
             channels += [f"{name}_{s}" if s else str(name) for s in suffixes]
-            sources.append(FieldSource(key, len(names) ** order, order, per_sample, varying))
+            sources.append(source)
     if not sources:
         raise PDEBenchError(path, "/".join(FIELD_GROUPS), "at least one time-varying field", "none")
     attrs = {**attrs, **_constant_scalars(f, path, notes)}
@@ -104,6 +85,37 @@ def inspect(f: h5py.File, path: Path, attrs: dict) -> PDEFileInfo:
         sources=tuple(sources),
         notes=tuple(notes),
     )
+
+
+def _field_source(
+    f: h5py.File, path: Path, key: str, order: int, sizes: tuple[int, int, tuple[int, ...]]
+) -> FieldSource | None:
+    """Where a time-varying field's channels come from (None for a constant field), after
+    checking its shape against its ``sample_varying``/``time_varying``/``dim_varying``."""
+    n, n_times, spatial = sizes
+    ds = dataset(f, path, key, f"a field named in {key.split('/')[0]}'s field_names")
+    field_attrs = read_attrs(ds.attrs)
+    flags = field_attrs.get("dim_varying", [True] * len(spatial))
+    varying = tuple(bool(v) for v in (flags if isinstance(flags, list) else [flags]))
+    per_sample = bool(field_attrs.get("sample_varying", True))
+    per_time = bool(field_attrs.get("time_varying", True))
+    shape = (
+        *((n,) if per_sample else ()),
+        *((n_times,) if per_time else ()),
+        *(size for size, used in zip(spatial, varying, strict=False) if used),
+        *(len(spatial),) * order,
+    )
+    if len(varying) != len(spatial) or ds.shape != shape:
+        raise PDEBenchError(
+            path,
+            key,
+            f"shape {shape} (sample_varying={per_sample}, "
+            f"time_varying={per_time}, dim_varying={list(varying)})",
+            ds.shape,
+        )
+    if not per_time:
+        return None
+    return FieldSource(key, len(spatial) ** order, order, per_sample, varying)
 
 
 def _names(obj: h5py.Group, path: Path, key: str, attr: str) -> list[Any]:
