@@ -75,6 +75,10 @@ def test_pdebench_incompressible_ns(tmp_path: Path) -> None:
     text = describe(path)
     assert "layout: ns_incompressible" in text and "note: force: (3, 8, 6, 2)" in text
     with h5py.File(path, "a") as f:
+        f.attrs["latestIndex"] = 2  # an interrupted run: frames 3 and 4 never written
+    assert PDEBenchReader(path).read(0).shape == (3, X, Y, 3)
+    assert "note: latestIndex 2: frames after it were never written" in describe(path)
+    with h5py.File(path, "a") as f:
         f["force"][2, 0, 0, 1] = np.nan
     with _raises(path, "force", "sample 2"):
         check_finite(path)

@@ -5,7 +5,8 @@ As its generator (``sim_ns_incomp_2d.py`` through ``data_io.py``) writes them: `
 ``(N, X, Y, 2)`` (a constant body force per sample) and ``t`` ``(N, T)``. The channels are
 ``Vx``, ``Vy`` and ``particles``; ``force`` is checked and described but is not a model input.
 The files store no spatial coordinates: the grid is taken as the cell centres of the unit
-square.
+square. The attribute ``latestIndex`` is the last frame the simulation wrote; later frames of
+an interrupted run are left out.
 """
 
 from __future__ import annotations
@@ -44,10 +45,18 @@ def inspect(f: h5py.File, path: Path, attrs: dict) -> PDEFileInfo:
     require_shape(path, "force", force, (n, x, y, 2), what)
     times = dataset(f, path, "t", f"a dataset of shape {(n, t)}")
     require_shape(path, "t", times, (n, t), what)
+    notes = [
+        f"force: {force.shape}, a constant body force per sample; not a model input",
+        "coordinates: none in the file; the grid is the unit square's cell centres",
+    ]
+    written = attrs.get("latestIndex")
+    if isinstance(written, int) and 0 <= written < t - 1:
+        notes.append(f"latestIndex {written}: frames after it were never written; not read")
+        t = written + 1
     coords = {
         "x": unit_cell_centres(x),
         "y": unit_cell_centres(y),
-        "t": np.asarray(times[0]),
+        "t": np.asarray(times[0, :t]),
     }
     return PDEFileInfo(
         path,
@@ -63,8 +72,5 @@ def inspect(f: h5py.File, path: Path, attrs: dict) -> PDEFileInfo:
             FieldSource("particles", components=1, trailing_axes=1),
         ),
         aux_keys=("force",),
-        notes=(
-            f"force: {force.shape}, a constant body force per sample; not a model input",
-            "coordinates: none in the file; the grid is the unit square's cell centres",
-        ),
+        notes=tuple(notes),
     )
