@@ -34,7 +34,7 @@ def burgers_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Burgers 1D, nu = 0.01: 64 samples on 256 cells, 201 snapshots over t in [0, 2]."""
     from lightstack.physics.data.generate import generate
 
-    out = tmp_path_factory.mktemp("physics") / "burgers.h5"
+    out = tmp_path_factory.mktemp("physics") / "burgers.hdf5"
     return generate("burgers1d", out, samples=64, seed=0, nx=256)
 
 
@@ -42,7 +42,7 @@ def burgers_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def advection_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from lightstack.physics.data.generate import generate
 
-    out = tmp_path_factory.mktemp("physics") / "advection.h5"
+    out = tmp_path_factory.mktemp("physics") / "advection.hdf5"
     return generate("advection1d", out, samples=16, seed=1, nx=64)
 
 

@@ -30,6 +30,35 @@ def test_generate_then_inspect(tmp_path):
     assert "tensor: shape (3, 201, 32)" in result.output
 
 
+def test_generate_takes_nx_for_every_equation_and_names_files_for_pdebench(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("physics", "generate", "darcy2d", "--samples", 2, "--nx", 16)
+    assert result.exit_code == 0, result.output
+    with h5py.File(tmp_path / "data" / "darcy2d.hdf5") as f:
+        assert f["tensor"].shape == (2, 1, 16, 16) and f["nu"].shape == (2, 16, 16)
+    args = ("--samples", 1, "--nx", 16, "--param", "t_end=1.0", "--param", "dt_save=0.5")
+    result = invoke("physics", "generate", "ns2d", *args)
+    assert result.exit_code == 0, result.output
+    with h5py.File(tmp_path / "data" / "ns2d.h5") as f:
+        assert f["0000/data"].shape == (3, 16, 16, 3)
+    assert "note:" not in result.output
+    result = invoke("physics", "generate", "advection1d", "--out", "adv.h5", "--nx", 16)
+    assert result.exit_code == 0 and "expect *.hdf5" in result.output
+
+
+def test_generate_errors_name_the_parameter_and_the_accepted_ones(tmp_path):
+    out = tmp_path / "x.hdf5"
+    result = invoke("physics", "generate", "darcy2d", "--out", out, "--param", "n=16")
+    assert result.exit_code == 1
+    assert "darcy2d: unknown parameter(s) ['n']" in result.output and "'nx'" in result.output
+    result = invoke("physics", "generate", "ns2d", "--out", out, "--param", "nu=fast")
+    assert result.exit_code == 1
+    assert "ns2d: parameter 'nu' must be a number (default 0.001), got 'fast'" in result.output
+    result = invoke("physics", "generate", "burgers1d", "--out", out, "--param", "nx=64.5")
+    assert "parameter 'nx' must be an integer" in result.output
+    assert not out.exists()
+
+
 def test_inspect_reports_nan_and_exits_nonzero(tmp_path, advection_file):
     bad = tmp_path / "bad.h5"
     bad.write_bytes(advection_file.read_bytes())

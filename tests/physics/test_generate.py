@@ -22,8 +22,8 @@ TINY = {
     "burgers1d": {"nx": 64, "nu": 0.5, "t_end": 0.1},
     "advection1d": {"nx": 32, "t_end": 0.1},
     "diffreact1d": {"nx": 32, "t_end": 0.1},
-    "ns2d": {"n": 16, "t_end": 1.0, "dt_save": 0.5},
-    "darcy2d": {"n": 16},
+    "ns2d": {"nx": 16, "t_end": 1.0, "dt_save": 0.5},
+    "darcy2d": {"nx": 16},
 }
 
 
@@ -205,13 +205,13 @@ def test_burgers_file_has_pdebench_keys_shapes_and_dtypes(tmp_path: Path) -> Non
 
 
 def test_ns2d_and_darcy_files(tmp_path: Path) -> None:
-    path = generate("ns2d", tmp_path / "ns.h5", 2, seed=0, n=16, t_end=2.0, dt_save=0.5)
+    path = generate("ns2d", tmp_path / "ns.h5", 2, seed=0, nx=16, t_end=2.0, dt_save=0.5)
     info = inspect_file(path)
     assert info.layout == "seed_groups" and info.channels == ("vorticity", "Vx", "Vy")
     assert (info.n_samples, info.n_times, info.spatial_shape) == (2, 5, (16, 16))
     np.testing.assert_allclose(info.coords["t"], np.arange(5) * 0.5)
 
-    path = generate("darcy2d", tmp_path / "darcy.h5", 3, seed=0, n=16, beta=2.0)
+    path = generate("darcy2d", tmp_path / "darcy.h5", 3, seed=0, nx=16, beta=2.0)
     reader = PDEBenchReader(path)
     assert reader.info.layout == "darcy" and reader.info.attrs["beta"] == 2.0
     a = reader.read_coefficient(1)[..., 0].astype(np.float64)

@@ -175,7 +175,7 @@ def test_independent_stage_gets_its_own_data_and_is_not_retrained_with_the_chain
         operator_ckpt,
         "pipeline.stages=[operator, diff_residual, steady_prior]",
         "pipeline.stage_overrides={steady_prior: {data: {train_files: []}, "
-        "generate: {equation: darcy2d, samples: 2, params: {n: 16}}}}",
+        "generate: {equation: darcy2d, samples: 2, params: {nx: 16}}}}",
     )
     first = FakeStages()
     seen = {}
@@ -190,7 +190,7 @@ def test_independent_stage_gets_its_own_data_and_is_not_retrained_with_the_chain
     op_ckpt = str(tmp_path / "p/stages/operator/checkpoints/best.ckpt")
     assert first.calls == [("operator", None), ("diff_residual", op_ckpt), ("steady_prior", None)]
     darcy = Path(seen["steady_prior"][0])
-    assert darcy.parent.parent == tmp_path / "p" / "data" and darcy.name == "darcy2d.h5"
+    assert darcy.parent.parent == tmp_path / "p" / "data" and darcy.name == "darcy2d.hdf5"
     assert darcy.is_file() and seen["operator"] == seen["diff_residual"] != seen["steady_prior"]
     # the last stage with rollouts is the one evaluated
     assert "stages/diff_residual/" in result.summary["eval"]["checkpoint"]
@@ -422,10 +422,11 @@ def test_a_stage_generating_another_equation_inherits_no_solver_parameters(tiny_
 
     cfg = tiny_config(
         "generate={equation: burgers1d, samples: 8, params: {nu: 0.01, nx: 64}}",
-        "pipeline.stage_overrides={steady_prior: {generate: {equation: darcy2d, params: {n: 16}}}}",
+        "pipeline.stage_overrides="
+        "{steady_prior: {generate: {equation: darcy2d, params: {nx: 16}}}}",
     )
     steady = stage_config(cfg, "steady_prior")
-    assert steady.generate.equation == "darcy2d" and steady.generate.params == {"n": 16}
+    assert steady.generate.equation == "darcy2d" and steady.generate.params == {"nx": 16}
     assert stage_config(cfg, "operator").generate.params == {"nu": 0.01, "nx": 64}
 
 

@@ -251,7 +251,7 @@ def darcy_file(tmp_path_factory) -> Path:
     from lightstack.physics.data.generate import generate
 
     out = tmp_path_factory.mktemp("darcy") / "darcy.h5"
-    return generate("darcy2d", out, samples=48, seed=0, n=32)
+    return generate("darcy2d", out, samples=48, seed=0, nx=32)
 
 
 def test_steady_prior_learns_darcy(tiny_config, darcy_file, tmp_path):

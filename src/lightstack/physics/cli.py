@@ -46,23 +46,34 @@ def generate_command(
     equation: Annotated[
         str, typer.Argument(help="burgers1d, advection1d, diffreact1d, ns2d, darcy2d")
     ],
-    out: Annotated[Path, typer.Option(help="HDF5 file to write.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="HDF5 file to write (default: data/EQUATION.hdf5, or .h5 for ns2d's seed "
+            "groups: the suffixes PDEBench's loaders expect)."
+        ),
+    ] = None,
     samples: Annotated[int, typer.Option(min=1)] = 64,
     seed: int = 0,
-    nx: Annotated[int | None, typer.Option(help="Grid cells per axis.")] = None,
+    nx: Annotated[int | None, typer.Option(help="Grid cells per spatial axis.")] = None,
     param: Annotated[
         list[str] | None,
         typer.Option(help="Solver parameter key=value (e.g. nu=0.01); repeatable."),
     ] = None,
 ) -> None:
     """Write a PDEBench-format HDF5 file from a built-in solver."""
+    from lightstack.physics.data.generate import default_filename, suffix_warning
     from lightstack.physics.generation import generate_with_progress, parse_params
 
     params = parse_params(param or [])
     if nx is not None:
         params["nx"] = nx
+    out = out or Path("data") / default_filename(equation)
     path = generate_with_progress(equation, out, samples, seed, params)
     console.print(f"wrote {path}")
+    warning = suffix_warning(equation, path)
+    if warning:
+        console.print(warning, style="yellow", highlight=False)
 
 
 @physics_app.command("inspect")

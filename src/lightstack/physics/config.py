@@ -28,6 +28,12 @@ class PhysicsDataConfig(Section):
         0.1, ge=0, lt=1, description="of training samples, if no test_files"
     )
     split_seed: int = 0
+    split: Literal["random", "pdebench"] = Field(
+        "random",
+        description="random: val/test fractions drawn with split_seed; pdebench: PDEBench's "
+        "split (test_fraction as its test_ratio; single-array files test on the first samples, "
+        "seed-group files on the last; validation runs on the test samples, as PDEBench's does)",
+    )
     max_samples: int | None = Field(
         None, ge=1, description="use at most this many samples per file"
     )

@@ -42,6 +42,7 @@ from lightstack.core.config import to_dict, validate
 from lightstack.core.io import atomic_write_json, atomic_write_text
 from lightstack.core.run import CHECKPOINTS, LAST_NAME, claim_run_dir, write_run_config
 from lightstack.physics.config import PhysicsConfig
+from lightstack.physics.data.generate import default_filename
 from lightstack.physics.eval.gates import judge
 from lightstack.physics.evaluate import (
     ROLLOUT_STAGES,
@@ -140,7 +141,8 @@ def with_generated_data(
 ) -> PhysicsConfig:
     """A stage with a ``generate`` section and no ``data.train_files`` trains on generated data.
 
-    The file goes to ``run_dir/data/<hash of the section>/<equation>.h5`` once (atomically),
+    The file goes to ``run_dir/data/<hash of the section>/<equation>.hdf5`` (``.h5`` for
+    seed groups, see ``default_filename``) once (atomically),
     so a resumed run reuses it, two stages with different data sets do not collide and the
     task keeps the equation's name.
     """
@@ -148,7 +150,7 @@ def with_generated_data(
     if gen is None or cfg.data.train_files:
         return cfg
     digest = hashlib.sha256(json.dumps(to_dict(gen), sort_keys=True).encode()).hexdigest()[:8]
-    path = run_dir / "data" / digest / f"{gen.equation}.h5"
+    path = run_dir / "data" / digest / default_filename(gen.equation)
     if not path.is_file():
         log(f"generating {gen.samples} {gen.equation} samples into {path}")
         generate_with_progress(gen.equation, path, gen.samples, gen.seed, dict(gen.params))

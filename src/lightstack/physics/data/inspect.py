@@ -1,4 +1,5 @@
-"""``physics inspect``: what a PDEBench file holds and whether lightstack can load it."""
+"""``physics inspect``: what a data file holds (any layout ``inspect_file`` knows) and whether
+lightstack can load it."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ def describe(path: str | Path) -> str:
         f"samples: {info.n_samples}  time steps: {info.n_times}  grid: {info.spatial_shape}",
         f"channels: {', '.join(info.channels)}",
         f"attributes: {info.attrs}" if info.attrs else "attributes: none",
+        *(f"note: {note}" for note in info.notes),
         "datasets:",
     ]
     problems = [

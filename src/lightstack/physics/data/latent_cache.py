@@ -44,6 +44,7 @@ LATENT_DATA_FIELDS = (
     "val_fraction",
     "test_fraction",
     "split_seed",
+    "split",
     "max_samples",
     "param_keys",
 )

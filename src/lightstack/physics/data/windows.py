@@ -23,6 +23,7 @@ from lightstack.physics.data.pdebench import (
     PDEBenchError,
     PDEBenchReader,
     non_finite_attrs,
+    sample_key,
 )
 
 
@@ -47,6 +48,28 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
         val=np.sort(order[:n_val]),
         test=np.sort(order[n_val : n_val + n_test]),
     )
+
+
+def pdebench_split(n: int, test_ratio: float, seed_groups: bool) -> Split:
+    """The split of PDEBench's loaders (``pdebench/models/fno/utils.py``), index for index.
+
+    ``FNODatasetSingle`` (single-array files) tests on the first ``int(n * test_ratio)``
+    samples and trains on the rest; ``FNODatasetMult`` (seed-group files) trains on the sorted
+    seeds before ``int(n * (1 - test_ratio))`` and tests on the others. PDEBench's training
+    loop validates on the test samples, so validation here is the test split too.
+    """
+    if seed_groups:
+        cut = int(n * (1 - test_ratio))
+        train, test = np.arange(cut), np.arange(cut, n)
+    else:
+        cut = int(n * test_ratio)
+        test, train = np.arange(cut), np.arange(cut, n)
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError(
+            f"data.split=pdebench with test_fraction {test_ratio} leaves {len(train)} training "
+            f"and {len(test)} test samples of {n}: raise data.test_fraction or use more samples"
+        )
+    return Split(train=train, val=test, test=test)
 
 
 class TrajectoryWindows(Dataset):
@@ -100,9 +123,7 @@ def read_finite(reader: PDEBenchReader, sample: int, t_slice: slice | None = Non
     """``reader.read`` that names the file, key and sample when the data is unreadable
     (a truncated file) or holds NaN/Inf."""
     info = reader.info
-    key = {"1d_tensor": "tensor", "darcy": "tensor", "cfd": "/".join(info.channels)}.get(
-        info.layout, f"{info.groups[sample]}/data" if sample < len(info.groups) else "data"
-    )
+    key = sample_key(info, sample)
     try:
         fields = reader.read(sample, t_slice)
     except PDEBenchError:
@@ -184,6 +205,9 @@ class PDEDataModule(ResumableDataModule):
         n = reader.info.n_samples
         if self.cfg.max_samples:
             n = min(n, self.cfg.max_samples)
+        if self.cfg.split == "pdebench":
+            seed_groups = reader.info.layout == "seed_groups"
+            return pdebench_split(n, self.cfg.test_fraction, seed_groups)
         val_fraction = 0.0 if self.cfg.val_files else self.cfg.val_fraction
         test_fraction = 0.0 if self.cfg.test_files else self.cfg.test_fraction
         return split_indices(n, val_fraction, test_fraction, self.cfg.split_seed)

@@ -13,6 +13,7 @@ and returns the written path. The same name, seed and parameters give identical 
   plus the coefficient ``nu``, attr ``beta``.
 
 Shapes are those of the defaults; every file also carries the attrs ``generator`` and ``seed``.
+Every generator takes its resolution as ``nx``, the cells per spatial axis.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from lightstack.physics.data.generate import advection, burgers, darcy, diffreact, ns2d
 from lightstack.physics.data.generate.common import Progress
+from lightstack.physics.data.pdebench import layout_suffix
 
 GENERATORS: dict[str, Callable[..., Path]] = {
     "burgers1d": burgers.generate,
@@ -35,6 +37,22 @@ GENERATORS: dict[str, Callable[..., Path]] = {
 
 _COMMON = ("out", "samples", "seed", "progress")
 
+# The layout each generator writes; it decides the default file suffix.
+WRITES = {
+    "burgers1d": "1d_tensor",
+    "advection1d": "1d_tensor",
+    "diffreact1d": "1d_tensor",
+    "ns2d": "seed_groups",
+    "darcy2d": "darcy",
+}
+
+
+def default_filename(name: str) -> str:
+    """``<name>.hdf5``, or ``<name>.h5`` for seed-group files: PDEBench's loaders pick their
+    branch from the name (``.h5`` means seed groups), so its tools read the file unchanged."""
+    _lookup(name)
+    return name + layout_suffix(WRITES[name])
+
 
 def parameters(name: str) -> dict[str, Any]:
     """The PDE/grid parameters of generator ``name`` and their defaults."""
@@ -44,6 +62,18 @@ def parameters(name: str) -> dict[str, Any]:
         for p in inspect.signature(fn).parameters.values()
         if p.name not in _COMMON
     }
+
+
+def suffix_warning(name: str, path: Path) -> str | None:
+    """A note when ``path``'s suffix would send PDEBench's loaders down the wrong branch."""
+    expected = layout_suffix(WRITES[name])
+    # PDEBench tests ``filename[-2:] == "h5"``, so "data.xh5" counts as seed groups too.
+    if (path.name[-2:] == "h5") == (expected == ".h5"):
+        return None
+    return (
+        f"note: {path.name} holds {WRITES[name]} data; PDEBench's loaders read a name ending "
+        f"in h5 as seed groups and any other as one array, so they expect *{expected}"
+    )
 
 
 def generate(
@@ -62,7 +92,19 @@ def generate(
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise ValueError(f"{name}: unknown parameter(s) {unknown}; valid: {sorted(known)}")
+    for key, value in params.items():
+        _check_type(name, key, value, known[key])
     return _lookup(name)(Path(out), samples=samples, seed=seed, progress=progress, **params)
+
+
+def _check_type(name: str, key: str, value: Any, default: Any) -> None:
+    """A parameter takes the type of its default (an integer is a number too)."""
+    integer = isinstance(default, int)
+    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
+        kind = "an integer" if integer else "a number"
+        raise ValueError(
+            f"{name}: parameter '{key}' must be {kind} (default {default}), got {value!r}"
+        )
 
 
 def _lookup(name: str) -> Callable[..., Path]:
@@ -71,4 +113,11 @@ def _lookup(name: str) -> Callable[..., Path]:
     return GENERATORS[name]
 
 
-__all__ = ["GENERATORS", "generate", "parameters"]
+__all__ = [
+    "GENERATORS",
+    "WRITES",
+    "default_filename",
+    "generate",
+    "parameters",
+    "suffix_warning",
+]

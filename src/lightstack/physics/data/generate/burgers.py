@@ -26,6 +26,7 @@ from lightstack.physics.data.generate.common import (
     dealias_mask,
     generate_sine_sum_1d,
     require,
+    save_snapshots,
 )
 
 
@@ -54,20 +55,21 @@ def solve_burgers(
         u = np.fft.irfft(uh, n=n)
         return advect * np.fft.rfft(u * u)
 
-    stepper = IFRK4(-(nu / np.pi) * k**2, nonlinear)
-    out = np.empty((u0.shape[0], n_saves + 1, n))
-    out[:, 0] = u0
-    uh = np.fft.rfft(u0)
     # The top tenth of the retained band must stay empty, else shocks are under-resolved.
     top = slice(int(0.9 * n / 3), math.ceil(n / 3))
     tail = 0.0
-    for i in range(1, n_saves + 1):
-        u_max = float(np.abs(out[:, i - 1]).max())
-        n_steps = max(1, math.ceil(dt_save * u_max / (cfl * dx)))
-        uh = stepper.advance(uh, dt_save, n_steps)
-        out[:, i] = np.fft.irfft(uh, n=n)
+
+    def snapshot(uh: np.ndarray) -> np.ndarray:
+        nonlocal tail
         magnitude = np.abs(uh)
         tail = max(tail, float((magnitude[:, top].max(-1) / magnitude.max(-1).clip(1e-300)).max()))
+        return np.fft.irfft(uh, n=n)
+
+    def n_steps(previous: np.ndarray) -> int:
+        return max(1, math.ceil(dt_save * float(np.abs(previous).max()) / (cfl * dx)))
+
+    stepper = IFRK4(-(nu / np.pi) * k**2, nonlinear)
+    out = save_snapshots(u0, np.fft.rfft(u0), stepper, dt_save, n_saves, snapshot, n_steps)
     if tail > 1e-4:
         warnings.warn(
             f"Burgers solution under-resolved (nx={n}, nu={nu}): the top of the spectrum "

@@ -178,6 +178,43 @@ class IFRK4:
         return uh
 
 
+def save_snapshots(
+    initial: np.ndarray,
+    state: np.ndarray,
+    stepper: IFRK4,
+    dt_save: float,
+    n_saves: int,
+    snapshot: Callable[[np.ndarray], np.ndarray],
+    n_steps: Callable[[np.ndarray], int],
+) -> np.ndarray:
+    """The time loop of the spectral solvers: save, advance by ``dt_save``, save again.
+
+    ``initial`` ``(B, ...)`` is snapshot 0 and ``state`` its spectral form; after each interval
+    ``snapshot(state)`` is saved. ``n_steps(previous snapshot)`` chooses the number of equal
+    steps of each interval (from a CFL condition, or a constant). Returns float64
+    ``(B, n_saves + 1, ...)``.
+    """
+    out = np.empty((initial.shape[0], n_saves + 1, *initial.shape[1:]))
+    out[:, 0] = initial
+    for i in range(1, n_saves + 1):
+        state = stepper.advance(state, dt_save, n_steps(out[:, i - 1]))
+        out[:, i] = snapshot(state)
+    return out
+
+
+def write_in_batches(
+    samples: int,
+    batch_size: int,
+    progress: Progress | None,
+    write: Callable[[slice], None],
+) -> None:
+    """Call ``write(batch)`` for consecutive sample slices, reporting progress after each."""
+    for batch in batches(samples, batch_size):
+        write(batch)
+        if progress is not None:
+            progress(batch.stop, samples)
+
+
 def generate_sine_sum_1d(
     out: Path,
     samples: int,
@@ -203,8 +240,9 @@ def generate_sine_sum_1d(
     ic = SineSumIC.sample(np.random.default_rng(seed), samples)
     attrs = {**attrs, "seed": int(seed)}
     with create_1d(out, samples, n_times, x, t_coordinate, attrs) as tensor:
-        for batch in batches(samples, batch_size):
+
+        def write(batch: slice) -> None:
             tensor[batch] = solve(ic[batch], x, t_coordinate[:n_times]).astype(np.float32)
-            if progress is not None:
-                progress(batch.stop, samples)
+
+        write_in_batches(samples, batch_size, progress, write)
     return out

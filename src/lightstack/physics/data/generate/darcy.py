@@ -22,10 +22,10 @@ import numpy as np
 
 from lightstack.physics.data.generate.common import (
     Progress,
-    batches,
     cell_centres,
     check_common,
     require,
+    write_in_batches,
 )
 from lightstack.physics.data.pdebench import create_darcy
 
@@ -142,22 +142,23 @@ def generate(
     progress: Progress | None = None,
     *,
     beta: float = 1.0,
-    n: int = 128,
+    nx: int = 128,
     a_high: float = 12.0,
     a_low: float = 3.0,
     batch_size: int = 32,
 ) -> Path:
-    """PDEBench ``2D_DarcyFlow_beta{beta}``: ``tensor`` ``(samples, 1, n, n)`` and ``nu``."""
-    check_common(samples, batch_size, n=n)
+    """PDEBench ``2D_DarcyFlow_beta{beta}``: ``tensor`` ``(samples, 1, nx, nx)`` and ``nu``."""
+    check_common(samples, batch_size, nx=nx)
     require(a_high > 0 and a_low > 0, f"a_high and a_low must be > 0, got {a_high}, {a_low}")
     rng = np.random.default_rng(seed)
-    x = cell_centres(n)
+    x = cell_centres(nx)
     attrs = {"beta": float(beta), "generator": "darcy2d", "seed": int(seed)}
     with create_darcy(out, samples, x, x, attrs) as (tensor, nu):
-        for batch in batches(samples, batch_size):
-            a = sample_coefficients(rng, batch.stop - batch.start, n, a_high=a_high, a_low=a_low)
+
+        def write(batch: slice) -> None:
+            a = sample_coefficients(rng, batch.stop - batch.start, nx, a_high=a_high, a_low=a_low)
             nu[batch] = a.astype(np.float32)
             tensor[batch] = solve_darcy(a, beta)[:, None].astype(np.float32)
-            if progress is not None:
-                progress(batch.stop, samples)
+
+        write_in_batches(samples, batch_size, progress, write)
     return out

@@ -22,6 +22,7 @@ from lightstack.physics.data.generate.common import (
     generate_sine_sum_1d,
     normalize_unit,
     require,
+    save_snapshots,
 )
 
 MAX_RHO_DT = 0.05
@@ -43,13 +44,15 @@ def solve_diffreact(
 
     stepper = IFRK4(-nu * k**2, nonlinear)
     n_steps = max(1, math.ceil(dt_save * rho / MAX_RHO_DT))
-    out = np.empty((u0.shape[0], n_saves + 1, n))
-    out[:, 0] = u0
-    uh = np.fft.rfft(u0)
-    for i in range(1, n_saves + 1):
-        uh = stepper.advance(uh, dt_save, n_steps)
-        out[:, i] = np.fft.irfft(uh, n=n)
-    return out
+    return save_snapshots(
+        u0,
+        np.fft.rfft(u0),
+        stepper,
+        dt_save,
+        n_saves,
+        lambda uh: np.fft.irfft(uh, n=n),
+        lambda _: n_steps,
+    )
 
 
 def generate(

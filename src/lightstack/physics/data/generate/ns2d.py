@@ -23,12 +23,13 @@ from lightstack.physics.data.generate.common import (
     IFRK4,
     Progress,
     angular_wavenumbers,
-    batches,
     cell_centres,
     check_common,
     dealias_mask,
     require,
+    save_snapshots,
     save_times,
+    write_in_batches,
 )
 from lightstack.physics.data.pdebench import create_seed_groups
 
@@ -102,19 +103,18 @@ def solve_ns2d(
         wy = np.fft.irfft2(1j * ky * wh, s=shape)
         return fh - mask * np.fft.rfft2(u * wx + v * wy)
 
-    stepper = IFRK4(-nu * k2, nonlinear)
-    out = np.empty((w0.shape[0], n_saves + 1, n, n, 3))
-    wh = np.fft.rfft2(w0)
+    def snapshot(wh: np.ndarray) -> np.ndarray:
+        fields = (wh, to_u * wh, to_v * wh)
+        return np.stack([np.fft.irfft2(f, s=shape) for f in fields], axis=-1)
+
+    def n_steps(previous: np.ndarray) -> int:
+        speed = float((np.abs(previous[..., 1]) + np.abs(previous[..., 2])).max())
+        return max(1, math.ceil(dt_save * speed / (cfl * dx)))
+
     dx = 1.0 / n
-    for i in range(n_saves + 1):
-        if i > 0:
-            speed = float((np.abs(out[:, i - 1, ..., 1]) + np.abs(out[:, i - 1, ..., 2])).max())
-            n_steps = max(1, math.ceil(dt_save * speed / (cfl * dx)))
-            wh = stepper.advance(wh, dt_save, n_steps)
-        out[:, i, ..., 0] = np.fft.irfft2(wh, s=shape)
-        out[:, i, ..., 1] = np.fft.irfft2(to_u * wh, s=shape)
-        out[:, i, ..., 2] = np.fft.irfft2(to_v * wh, s=shape)
-    return out
+    wh = np.fft.rfft2(w0)
+    stepper = IFRK4(-nu * k2, nonlinear)
+    return save_snapshots(snapshot(wh), wh, stepper, dt_save, n_saves, snapshot, n_steps)
 
 
 def generate(
@@ -125,24 +125,25 @@ def generate(
     *,
     nu: float = 1e-3,
     forcing: float = 0.1,
-    n: int = 64,
+    nx: int = 64,
     t_end: float = 20.0,
     dt_save: float = 1.0,
     cfl: float = 0.8,
     batch_size: int = 16,
 ) -> Path:
-    """Seed-group file of ``samples`` groups, each ``data`` ``(21, n, n, 3)`` by default."""
-    check_common(samples, batch_size, n=n)
+    """Seed-group file of ``samples`` groups, each ``data`` ``(21, nx, nx, 3)`` by default."""
+    check_common(samples, batch_size, nx=nx)
     n_times, t_coordinate = save_times(t_end, dt_save)
     rng = np.random.default_rng(seed)
-    force = kolmogorov_forcing(n, forcing) if forcing else None
-    x = cell_centres(n)
+    force = kolmogorov_forcing(nx, forcing) if forcing else None
+    x = cell_centres(nx)
     attrs = {"nu": float(nu), "forcing": float(forcing), "generator": "ns2d", "seed": int(seed)}
     with create_seed_groups(out, x, x, t_coordinate[:n_times], attrs, CHANNELS) as add:
-        for batch in batches(samples, batch_size):
-            w0 = sample_vorticity(rng, batch.stop - batch.start, n)
+
+        def write(batch: slice) -> None:
+            w0 = sample_vorticity(rng, batch.stop - batch.start, nx)
             for sample in solve_ns2d(w0, nu, dt_save, n_times - 1, force, cfl):
                 add(sample)
-            if progress is not None:
-                progress(batch.stop, samples)
+
+        write_in_batches(samples, batch_size, progress, write)
     return out
