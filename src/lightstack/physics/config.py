@@ -10,6 +10,9 @@ from pydantic import Field, model_validator
 from lightstack.core.config import DataLoaderConfig, RunConfig, Section
 
 Stage = Literal["operator", "diff_residual", "consistency_distill", "steady_prior", "fno"]
+# Stages whose models take ``data.initial_step`` snapshots; the correctors work on the latent of
+# one snapshot and the steady prior has no time axis.
+HISTORY_STAGES: tuple[Stage, ...] = ("operator", "fno")
 
 
 class PhysicsDataConfig(Section):
@@ -23,6 +26,13 @@ class PhysicsDataConfig(Section):
     )
     reduced_resolution: int = Field(1, ge=1, description="spatial stride, as in PDEBench")
     reduced_resolution_t: int = Field(1, ge=1, description="time stride, as in PDEBench")
+    initial_step: int = Field(
+        1,
+        ge=1,
+        description="input snapshots per prediction, PDEBench's initial_step: models see the last "
+        "initial_step snapshots (stacked on channels, oldest first) and metrics count only the "
+        "steps after them",
+    )
     val_fraction: float = Field(0.1, ge=0, lt=1, description="of training samples, if no val_files")
     test_fraction: float = Field(
         0.1, ge=0, lt=1, description="of training samples, if no test_files"
@@ -71,6 +81,9 @@ class SurrogateConfig(Section):
     channels: int | None = Field(None, ge=1)
     spatial_shape: list[int] | None = None
     n_params: int = Field(0, ge=0)
+    initial_step: int = Field(
+        1, ge=1, description="input snapshots the encoder takes (filled from data.initial_step)"
+    )
     compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
 
@@ -341,3 +354,13 @@ class PhysicsConfig(RunConfig):
     champion: ChampionConfig = ChampionConfig()
     pipeline: PipelineConfig = PipelineConfig()
     cache: LatentCacheConfig = LatentCacheConfig()
+
+    @model_validator(mode="after")
+    def _history_supported(self) -> PhysicsConfig:
+        if self.data.initial_step > 1 and self.stage not in HISTORY_STAGES:
+            raise ValueError(
+                f"data.initial_step={self.data.initial_step}: stage {self.stage!r} takes one input "
+                f"snapshot; only {', '.join(HISTORY_STAGES)} take a history (set "
+                "data.initial_step=1)"
+            )
+        return self

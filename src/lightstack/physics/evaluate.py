@@ -33,6 +33,7 @@ from lightstack.physics.eval.leaderboard import Leaderboard, task_set
 from lightstack.physics.eval.plots import plot_predictions
 from lightstack.physics.eval.report import write_report
 from lightstack.physics.eval.rollout import RolloutSample, evaluate_model, trajectory_metrics
+from lightstack.physics.models.history import stack_history
 from lightstack.physics.models.surrogate import LatentSurrogate
 from lightstack.physics.stages.correctors import compare_correctors, load_correctors
 from lightstack.physics.stages.handoff import read_stage_checkpoint
@@ -156,9 +157,10 @@ def samples_per_task(
     for part in parts:
         for index in range(min(per_task, len(part))):
             item = {k: v.unsqueeze(0).to(device) for k, v in part[index].items()}
-            fields = item["fields"]
+            k = model.initial_step
+            history, fields = stack_history(item["fields"][:, :k]), item["fields"][:, k - 1 :]
             rollout = model.rollout(
-                fields[:, 0], item["grid"], item["dt"], item["params"], fields.shape[1] - 1
+                history, item["grid"], item["dt"], item["params"], fields.shape[1] - 1
             )
             task = int(item["task"])
             name = task_names[task] if task < len(task_names) else str(task)

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightstack.physics.eval import metrics as M
+from lightstack.physics.models.history import stack_history, teacher_forced
 from lightstack.physics.models.surrogate import LatentSurrogate
 
 
@@ -23,8 +24,8 @@ class RolloutSample:
     """What the report plots: one trajectory's truth and prediction."""
 
     task: str
-    truth: torch.Tensor  # (T, *S, C)
-    prediction: torch.Tensor  # (T - 1, *S, C), steps 1..T-1
+    truth: torch.Tensor  # (T, *S, C) from the last input snapshot on
+    prediction: torch.Tensor  # (T - 1, *S, C), the steps after truth[0]
     grid: torch.Tensor
 
 
@@ -50,15 +51,18 @@ def trajectory_metrics(
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Per-sample metrics of a batch of whole trajectories, and the rollout prediction."""
     fields, grid, dt, params = batch["fields"], batch["grid"], batch["dt"], batch["params"]
-    t = fields.shape[1]
-    truth = fields[:, 1:]
+    k = model.initial_step
+    inputs, truth = teacher_forced(fields, k)
+    steps = truth.shape[1]
     onestep = model(
-        fields[:, :-1].flatten(0, 1),
-        grid.repeat_interleave(t - 1, dim=0),
-        dt.repeat_interleave(t - 1),
-        params.repeat_interleave(t - 1, dim=0),
+        inputs.flatten(0, 1),
+        grid.repeat_interleave(steps, dim=0),
+        dt.repeat_interleave(steps),
+        params.repeat_interleave(steps, dim=0),
     ).view_as(truth)
-    rollout = model.rollout(fields[:, 0], grid, dt, params, t - 1)
+    rollout = model.rollout(stack_history(fields[:, :k]), grid, dt, params, steps)
+    fields = fields[:, k - 1 :]  # the last input snapshot and the predicted steps after it
+    t = fields.shape[1]
     persistence = fields[:, :1].expand_as(truth)
 
     out: dict[str, torch.Tensor] = {
@@ -108,11 +112,9 @@ def evaluate_model(
                 per_task[name].add({k: v[mask] for k, v in values.items()})
         for i in range(min(plot_samples - len(samples), len(rollout))):
             task = task_names[int(batch["task"][i])] if task_names else "all"
-            samples.append(
-                RolloutSample(
-                    task, batch["fields"][i].cpu(), rollout[i].cpu(), batch["grid"][i].cpu()
-                )
-            )
+            truth = batch["fields"][i, model.initial_step - 1 :]  # last input, then predicted
+            grid = batch["grid"][i].cpu()
+            samples.append(RolloutSample(task, truth.cpu(), rollout[i].cpu(), grid))
     if not per_task:
         raise ValueError("evaluation data set is empty: no trajectories to evaluate")
     results = {name: acc.means() | {"trajectories": acc.count} for name, acc in per_task.items()}

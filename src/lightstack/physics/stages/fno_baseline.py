@@ -19,6 +19,7 @@ from torch import nn
 
 from lightstack.core.optim import build_optimization
 from lightstack.physics.config import FNOConfig, PhysicsConfig, SurrogateConfig
+from lightstack.physics.models.history import teacher_forced
 from lightstack.physics.stages.base import PhysicsStage
 from lightstack.physics.stages.handoff import read_stage_checkpoint
 from lightstack.physics.stages.operator import OperatorStage
@@ -49,8 +50,9 @@ def fno_class() -> type[nn.Module]:
 class FNOSurrogate(nn.Module):
     """One-step FNO ``u(t) -> u(t + dt)`` on a regular grid, physical units in and out.
 
-    Input channels: the normalised field, the grid coordinates and the PDE parameters (constant
-    over the grid). ``dt`` is not an input: a data set has one time step.
+    Input channels: the normalised history of ``initial_step`` snapshots (stacked on channels,
+    ``models.history``), the grid coordinates and the PDE parameters (constant over the grid),
+    as PDEBench's FNO takes them. ``dt`` is not an input: a data set has one time step.
     """
 
     def __init__(self, cfg: FNOConfig, shapes: SurrogateConfig):
@@ -63,9 +65,10 @@ class FNOSurrogate(nn.Module):
                 f"of {smallest} points (model.spatial_shape {shapes.spatial_shape})"
             )
         dims = len(shapes.spatial_shape)
+        self.initial_step = shapes.initial_step
         self.fno = fno_class()(
             n_modes=(cfg.modes,) * dims,
-            in_channels=shapes.channels + dims + shapes.n_params,
+            in_channels=shapes.channels * shapes.initial_step + dims + shapes.n_params,
             out_channels=shapes.channels,
             hidden_channels=cfg.width,
             n_layers=cfg.layers,
@@ -78,8 +81,14 @@ class FNOSurrogate(nn.Module):
         self.mean.copy_(mean)
         self.std.copy_(std)
 
+    def _normalise(self, u: torch.Tensor) -> torch.Tensor:
+        """A history (B, *S, K * C) in normalised units."""
+        k = self.initial_step
+        return (u - self.mean.repeat(k)) / self.std.repeat(k)
+
     def step(self, x: torch.Tensor, grid: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """One step in normalised units: ``x`` (B, *S, C), ``grid`` (B, *S, d) -> (B, *S, C)."""
+        """One step in normalised units: history ``x`` (B, *S, K * C), ``grid`` (B, *S, d) ->
+        the next snapshot (B, *S, C)."""
         spatial = x.shape[1:-1]
         constants = params.view(params.shape[0], *(1,) * len(spatial), -1)
         inputs = torch.cat(
@@ -90,8 +99,8 @@ class FNOSurrogate(nn.Module):
     def forward(
         self, u: torch.Tensor, grid: torch.Tensor, dt: torch.Tensor, params: torch.Tensor
     ) -> torch.Tensor:
-        """One-step prediction ``u(t) -> u(t + dt)`` in physical units."""
-        return self.step((u - self.mean) / self.std, grid, params) * self.std + self.mean
+        """One-step prediction, history ``u`` up to ``t`` -> ``u(t + dt)``, physical units."""
+        return self.step(self._normalise(u), grid, params) * self.std + self.mean
 
     def rollout(
         self,
@@ -101,18 +110,22 @@ class FNOSurrogate(nn.Module):
         params: torch.Tensor,
         steps: int,
     ) -> torch.Tensor:
-        """Autoregressive rollout in normalised units: (B, steps, *S, C) in physical units."""
-        x = (u0 - self.mean) / self.std
+        """Autoregressive rollout in normalised units from the history ``u0`` (B, *S, K * C),
+        each prediction replacing the oldest snapshot of the history as in PDEBench's FNO:
+        (B, steps, *S, C) in physical units."""
+        x = self._normalise(u0)
+        channels = self.mean.numel()
         frames = []
         for _ in range(steps):
-            x = self.step(x, grid, params)
-            frames.append(x)
+            frame = self.step(x, grid, params)
+            frames.append(frame)
+            x = torch.cat([x[..., channels:], frame], dim=-1)
         return torch.stack(frames, dim=1) * self.std + self.mean
 
 
 class FNOStage(PhysicsStage):
-    """Teacher-forced one-step training of ``FNOSurrogate`` on every consecutive pair of
-    snapshots in a window; mean squared error in normalised units."""
+    """Teacher-forced one-step training of ``FNOSurrogate`` on every step of a window that has
+    a full history before it; mean squared error in normalised units."""
 
     stage = "fno"
     metric_names = ("loss", "nrmse", "rollout_nrmse")
@@ -127,15 +140,15 @@ class FNOStage(PhysicsStage):
         self.model = FNOSurrogate(cfg.fno, cfg.model)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        fields = batch["fields"]
-        pairs = fields.shape[1] - 1
+        inputs, targets = teacher_forced(batch["fields"], self.model.initial_step)
+        pairs = inputs.shape[1]
         pred = self.model(
-            fields[:, :-1].flatten(0, 1),
+            inputs.flatten(0, 1),
             batch["grid"].repeat_interleave(pairs, dim=0),
             batch["dt"].repeat_interleave(pairs),
             batch["params"].repeat_interleave(pairs, dim=0),
         )
-        loss = self._mse(pred, fields[:, 1:].flatten(0, 1))
+        loss = self._mse(pred, targets.flatten(0, 1))
         self.log("train/loss", loss, on_step=True, on_epoch=True)
         return loss
 
