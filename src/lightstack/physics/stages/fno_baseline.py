@@ -152,6 +152,11 @@ class FNOStage(PhysicsStage):
         self.log("train/loss", loss, on_step=True, on_epoch=True)
         return loss
 
+    def compile_targets(self) -> tuple[nn.Module, None]:
+        """The FNO as a whole: its spectral layers are one graph (``forward`` and ``rollout``
+        both call it)."""
+        return self.model.fno, None
+
     def configure_optimizers(self) -> dict[str, Any]:
         """Unfused AdamW: the spectral weights are complex, and torch's fused kernels take
         real tensors only."""

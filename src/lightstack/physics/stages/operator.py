@@ -15,7 +15,6 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
-from lightstack.core.compile import maybe_compile
 from lightstack.physics.config import PhysicsConfig
 from lightstack.physics.eval.metrics import nrmse_per_sample
 from lightstack.physics.models.history import history_windows, stack_history, teacher_forced
@@ -80,17 +79,6 @@ class OperatorStage(PhysicsStage):
         self.train_losses = nn.ModuleDict()  # one MaskedMean per logged loss, made on first use
         self.train_task_nrmse = nn.ModuleList(MaskedMean() for _ in self.task_names)
         self._epoch_started = True
-
-    def configure_model(self) -> None:
-        """Compile the transformer blocks once the world size is known (``model.compile``)."""
-        maybe_compile(
-            self.model,
-            self.cfg.model.compile,
-            self.cfg.model.compile_mode,
-            self.trainer.world_size,
-            self.cfg.training.force_compile_distributed,
-            regions={Block, CrossBlock},
-        )
 
     def fsdp_wrap_modules(self) -> set[type[torch.nn.Module]]:
         """The blocks FSDP shards (and checkpoints activations of) one by one."""
