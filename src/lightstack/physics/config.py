@@ -48,6 +48,12 @@ class PhysicsDataConfig(Section):
     task_weights: dict[str, Annotated[float, Field(ge=0)]] | None = Field(
         None, description="task name -> sampling weight of its training windows (default: uniform)"
     )
+    resident: bool = Field(
+        False,
+        description="keep the training split on the training device as one tensor and cut "
+        "batches there (no loader workers, collation or host-to-device copies); for training "
+        "sets that fit in device memory",
+    )
     loader: DataLoaderConfig = DataLoaderConfig()
 
     @model_validator(mode="after")

@@ -274,11 +274,21 @@ class PDEDataModule(ResumableDataModule):
         return self.windows("train", horizon)
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled windows, or drawn by ``data.task_weights``; resumable mid-epoch."""
+        """Shuffled windows, or drawn by ``data.task_weights``; resumable mid-epoch. With
+        ``data.resident`` the windows are cut from one tensor on the training device."""
         dataset = self.training_windows(self.horizon)
         weights = self.cfg.task_weights
         if weights is not None:
             weights = window_weights(dataset, self.task_names, weights)
+        if self.cfg.resident:
+            # imported here: resident.py builds on this module's TrajectoryWindows
+            from lightstack.physics.data.resident import ResidentWindows, whole_batch
+
+            device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
+            resident = ResidentWindows(dataset, device)
+            return self.resumable_loader(
+                resident, self.batch_size, weights=weights, collate_fn=whole_batch
+            )
         return self.resumable_loader(
             dataset, self.batch_size, weights=weights, **self._worker_options()
         )
