@@ -90,6 +90,12 @@ class SurrogateConfig(Section):
     initial_step: int = Field(
         1, ge=1, description="input snapshots the encoder takes (filled from data.initial_step)"
     )
+    predict_increment: bool = Field(
+        False,
+        description="predictions are the last input snapshot plus the decoded change since it, "
+        "u_t + D(z_t+k) - D(z_t), so the autoencoder's reconstruction error of u_t cancels "
+        "(operator stage)",
+    )
     compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
 
@@ -360,6 +366,15 @@ class PhysicsConfig(RunConfig):
     champion: ChampionConfig = ChampionConfig()
     pipeline: PipelineConfig = PipelineConfig()
     cache: LatentCacheConfig = LatentCacheConfig()
+
+    @model_validator(mode="after")
+    def _increment_supported(self) -> PhysicsConfig:
+        if self.model.predict_increment and self.stage != "operator":
+            raise ValueError(
+                f"model.predict_increment is an operator-stage option; stage {self.stage!r} "
+                "decodes latents directly (set model.predict_increment=false)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _history_supported(self) -> PhysicsConfig:

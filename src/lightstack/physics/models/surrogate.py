@@ -75,11 +75,21 @@ class LatentSurrogate(nn.Module):
         return values.view(*grid.shape[:-1], -1)
 
     # --- whole-field conveniences -------------------------------------------------------------
+    def anchor(self, u: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
+        """What ``model.predict_increment`` adds to every decoded prediction: the last snapshot
+        of the history ``u`` (B, *S, K * C) minus its decoding ``decoded`` (B, *S, C), so a
+        prediction is ``u_t + D(z_t+k) - D(z_t)``."""
+        return u[..., -decoded.shape[-1] :] - decoded
+
     def forward(
         self, u: torch.Tensor, grid: torch.Tensor, dt: torch.Tensor, params: torch.Tensor
     ) -> torch.Tensor:
         """One-step prediction on the grid: history ``u`` up to ``t`` -> ``u(t + dt)``."""
-        return self.decode_grid(self.step(self.encode(u, grid), dt, params), grid)
+        z = self.encode(u, grid)
+        pred = self.decode_grid(self.step(z, dt, params), grid)
+        if self.cfg.predict_increment:
+            pred = pred + self.anchor(u, self.decode_grid(z, grid))
+        return pred
 
     def rollout(
         self,
@@ -92,8 +102,10 @@ class LatentSurrogate(nn.Module):
         """Autoregressive rollout in latent space from the history ``u0`` (B, *S, K * C),
         decoded every step: (B, steps, *S, C)."""
         z = self.encode(u0, grid)
+        anchor = self.anchor(u0, self.decode_grid(z, grid)) if self.cfg.predict_increment else None
         frames = []
         for _ in range(steps):
             z = self.step(z, dt, params)
-            frames.append(self.decode_grid(z, grid))
+            frame = self.decode_grid(z, grid)
+            frames.append(frame if anchor is None else frame + anchor)
         return torch.stack(frames, dim=1)

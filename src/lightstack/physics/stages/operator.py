@@ -130,7 +130,8 @@ class OperatorStage(PhysicsStage):
         coords, truth = self._training_points(fields, grid)
         centres = self.model.token_centres(grid)
         z = self.model.encode(stack_history(fields[:, :k]), grid)
-        terms = {"recon": self._mse(self.model.decode(z, coords, centres), truth[:, k - 1])}
+        recon = self.model.decode(z, coords, centres)
+        terms = {"recon": self._mse(recon, truth[:, k - 1])}
         onestep = None
         if self.current_epoch >= weights.autoencoder_warmup_epochs:
             horizon = min(weights.rollout_horizon, fields.shape[1] - k)
@@ -140,6 +141,8 @@ class OperatorStage(PhysicsStage):
                 latents.append(z)
                 preds.append(self.model.decode(z, coords, centres))
             pred = torch.stack(preds, dim=1)
+            if self.cfg.model.predict_increment:
+                pred = pred + self.model.anchor(truth[:, k - 1], recon)[:, None]
             target = truth[:, k : k + horizon]
             terms["onestep"] = self._mse(pred[:, 0], target[:, 0])
             if horizon > 1:
