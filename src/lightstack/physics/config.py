@@ -343,6 +343,11 @@ class FNOConfig(Section):
     modes: int = Field(32, ge=2, description="Fourier modes per axis, neuraloperator's n_modes")
     width: int = Field(64, ge=1, description="hidden channels")
     layers: int = Field(4, ge=1, description="Fourier layers")
+    steady: bool = Field(
+        False,
+        description="learn the steady coefficient -> solution map of Darcy files (the "
+        "steady_prior stage's task) instead of a time step",
+    )
 
 
 class PhysicsConfig(RunConfig):
@@ -378,7 +383,8 @@ class PhysicsConfig(RunConfig):
 
     @model_validator(mode="after")
     def _history_supported(self) -> PhysicsConfig:
-        if self.data.initial_step > 1 and self.stage not in HISTORY_STAGES:
+        steady = self.stage == "steady_prior" or (self.stage == "fno" and self.fno.steady)
+        if self.data.initial_step > 1 and (steady or self.stage not in HISTORY_STAGES):
             raise ValueError(
                 f"data.initial_step={self.data.initial_step}: stage {self.stage!r} takes one input "
                 f"snapshot; only {', '.join(HISTORY_STAGES)} take a history (set "

@@ -19,10 +19,13 @@ from torch import nn
 
 from lightstack.core.optim import build_optimization
 from lightstack.physics.config import FNOConfig, PhysicsConfig, SurrogateConfig
+from lightstack.physics.data.steady import SteadyDataModule
 from lightstack.physics.models.history import teacher_forced
+from lightstack.physics.models.steady import COEFFICIENT_CHANNELS, SteadyPrior
 from lightstack.physics.stages.base import PhysicsStage
 from lightstack.physics.stages.handoff import read_stage_checkpoint
 from lightstack.physics.stages.operator import OperatorStage
+from lightstack.physics.stages.steady_prior import SteadyPriorStage
 
 
 @cache
@@ -47,6 +50,37 @@ def fno_class() -> type[nn.Module]:
     return PlainStateFNO
 
 
+def build_fno(cfg: FNOConfig, shapes: SurrogateConfig, field_channels: int) -> nn.Module:
+    """neuraloperator's FNO taking ``field_channels`` field channels, the grid coordinates and
+    the PDE parameters (constant over the grid), and giving ``shapes.channels``."""
+    shapes.check_data_shapes()
+    smallest = min(shapes.spatial_shape)
+    if cfg.modes > smallest:
+        raise ValueError(
+            f"fno.modes ({cfg.modes}) exceeds the grid: at most {smallest} modes fit an axis "
+            f"of {smallest} points (model.spatial_shape {shapes.spatial_shape})"
+        )
+    dims = len(shapes.spatial_shape)
+    return fno_class()(
+        n_modes=(cfg.modes,) * dims,
+        in_channels=field_channels + dims + shapes.n_params,
+        out_channels=shapes.channels,
+        hidden_channels=cfg.width,
+        n_layers=cfg.layers,
+        positional_embedding=None,  # the data's own coordinates are input channels
+    )
+
+
+def fno_inputs(x: torch.Tensor, grid: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Channels-first FNO input: field ``x`` (B, *S, F), grid (B, *S, d), parameters (B, P)."""
+    spatial = x.shape[1:-1]
+    constants = params.view(params.shape[0], *(1,) * len(spatial), -1)
+    inputs = torch.cat(
+        [x, grid.to(x.dtype), constants.expand(-1, *spatial, -1).to(x.dtype)], dim=-1
+    )
+    return inputs.movedim(-1, 1)
+
+
 class FNOSurrogate(nn.Module):
     """One-step FNO ``u(t) -> u(t + dt)`` on a regular grid, physical units in and out.
 
@@ -58,22 +92,8 @@ class FNOSurrogate(nn.Module):
     def __init__(self, cfg: FNOConfig, shapes: SurrogateConfig):
         super().__init__()
         shapes.check_data_shapes()
-        smallest = min(shapes.spatial_shape)
-        if cfg.modes > smallest:
-            raise ValueError(
-                f"fno.modes ({cfg.modes}) exceeds the grid: at most {smallest} modes fit an axis "
-                f"of {smallest} points (model.spatial_shape {shapes.spatial_shape})"
-            )
-        dims = len(shapes.spatial_shape)
         self.initial_step = shapes.initial_step
-        self.fno = fno_class()(
-            n_modes=(cfg.modes,) * dims,
-            in_channels=shapes.channels * shapes.initial_step + dims + shapes.n_params,
-            out_channels=shapes.channels,
-            hidden_channels=cfg.width,
-            n_layers=cfg.layers,
-            positional_embedding=None,  # the data's own coordinates are input channels
-        )
+        self.fno = build_fno(cfg, shapes, shapes.channels * shapes.initial_step)
         self.register_buffer("mean", torch.zeros(shapes.channels))
         self.register_buffer("std", torch.ones(shapes.channels))
 
@@ -89,12 +109,7 @@ class FNOSurrogate(nn.Module):
     def step(self, x: torch.Tensor, grid: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """One step in normalised units: history ``x`` (B, *S, K * C), ``grid`` (B, *S, d) ->
         the next snapshot (B, *S, C)."""
-        spatial = x.shape[1:-1]
-        constants = params.view(params.shape[0], *(1,) * len(spatial), -1)
-        inputs = torch.cat(
-            [x, grid.to(x.dtype), constants.expand(-1, *spatial, -1).to(x.dtype)], dim=-1
-        )
-        return self.fno(inputs.movedim(-1, 1)).movedim(1, -1)
+        return self.fno(fno_inputs(x, grid, params)).movedim(1, -1)
 
     def forward(
         self, u: torch.Tensor, grid: torch.Tensor, dt: torch.Tensor, params: torch.Tensor
@@ -137,7 +152,8 @@ class FNOStage(PhysicsStage):
 
     def __init__(self, cfg: PhysicsConfig, task_names: list[str]):
         super().__init__(cfg, task_names)
-        self.model = FNOSurrogate(cfg.fno, cfg.model)
+        network = SteadyFNO if cfg.fno.steady else FNOSurrogate
+        self.model = network(cfg.fno, cfg.model)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         inputs, targets = teacher_forced(batch["fields"], self.model.initial_step)
@@ -168,12 +184,53 @@ class FNOStage(PhysicsStage):
         )
 
 
+class SteadyFNO(nn.Module):
+    """FNO on a steady map, coefficient ``a(x)`` -> solution ``u(x)`` (``fno.steady``), with
+    ``SteadyPrior``'s calling convention and normalisation buffers, physical units in and out."""
+
+    def __init__(self, cfg: FNOConfig, shapes: SurrogateConfig):
+        super().__init__()
+        self.fno = build_fno(cfg, shapes, COEFFICIENT_CHANNELS)
+        self.register_buffer("in_mean", torch.zeros(COEFFICIENT_CHANNELS))
+        self.register_buffer("in_std", torch.ones(COEFFICIENT_CHANNELS))
+        self.register_buffer("mean", torch.zeros(shapes.channels))
+        self.register_buffer("std", torch.ones(shapes.channels))
+
+    set_normalization = SteadyPrior.set_normalization
+
+    def forward(self, a: torch.Tensor, grid: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """The solution on ``grid``: (B, *S, C)."""
+        x = (a - self.in_mean) / self.in_std
+        return self.fno(fno_inputs(x, grid, params)).movedim(1, -1) * self.std + self.mean
+
+
+class SteadyFNOStage(FNOStage):
+    """``fno`` with ``fno.steady``: the FNO baseline of the ``steady_prior`` stage, trained on
+    the same (coefficient, solution) pairs with the same loss and validation metrics."""
+
+    metric_names = ("loss", "nrmse")
+    evaluate_batch = SteadyPriorStage.evaluate_batch
+
+    @classmethod
+    def from_datamodule(cls, cfg: PhysicsConfig, dm: SteadyDataModule) -> SteadyFNOStage:
+        stage = cls(cfg, dm.task_names)
+        stage.model.set_normalization(dm.coefficient_stats(), dm.field_stats())
+        return stage
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        pred = self.model(batch["coefficient"], batch["grid"], batch["params"])
+        loss = self._mse(pred, batch["solution"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True)
+        return loss
+
+
 def load_fno(
     path: str | Path, ckpt: dict[str, Any] | None = None
-) -> tuple[FNOSurrogate, PhysicsConfig, list[str]]:
-    """The ``FNOSurrogate`` of an ``fno`` checkpoint (or of ``ckpt``, its content when already
-    read), its resolved config and task names."""
+) -> tuple[FNOSurrogate | SteadyFNO, PhysicsConfig, list[str]]:
+    """The ``FNOSurrogate`` (``SteadyFNO`` with ``fno.steady``) of an ``fno`` checkpoint (or of
+    ``ckpt``, its content when already read), its resolved config and task names."""
     found = read_stage_checkpoint(path, ckpt)
     cfg = found.config
-    model = found.load_into(FNOSurrogate(cfg.fno, cfg.model))
+    network = SteadyFNO if cfg.fno.steady else FNOSurrogate
+    model = found.load_into(network(cfg.fno, cfg.model))
     return model.eval(), cfg, found.tasks
