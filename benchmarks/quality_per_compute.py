@@ -238,12 +238,14 @@ def time_metrics(
     horizons = PROBLEMS[args.equation].horizons[1:]
     keys = [
         "onestep_nrmse",
+        "rollout_nrmse",  # every step after the data.initial_step inputs: PDEBench's nRMSE
         *(f"rollout_nrmse@{h}" for h in horizons),
         *(f"correlation_time@{c}" for c in cfg.eval.correlation_thresholds),
         "persistence_onestep_nrmse",
         *(f"persistence_rollout_nrmse@{h}" for h in horizons),
     ]
-    return {k: round(metrics[k], 5) for k in keys} | {
+    # a horizon longer than the steps after the inputs has no value
+    return {k: round(metrics[k], 5) for k in keys if k in metrics} | {
         "test_trajectories": metrics["trajectories"],
         "eval_s": round(summary["eval_wall_s"], 1),
     }
