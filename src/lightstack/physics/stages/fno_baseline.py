@@ -138,12 +138,33 @@ class FNOSurrogate(nn.Module):
         return torch.stack(frames, dim=1) * self.std + self.mean
 
 
+class SteadyFNO(nn.Module):
+    """FNO on a steady map, coefficient ``a(x)`` -> solution ``u(x)`` (``fno.steady``), with
+    ``SteadyPrior``'s calling convention and normalisation buffers, physical units in and out."""
+
+    def __init__(self, cfg: FNOConfig, shapes: SurrogateConfig):
+        super().__init__()
+        self.fno = build_fno(cfg, shapes, COEFFICIENT_CHANNELS)
+        self.register_buffer("in_mean", torch.zeros(COEFFICIENT_CHANNELS))
+        self.register_buffer("in_std", torch.ones(COEFFICIENT_CHANNELS))
+        self.register_buffer("mean", torch.zeros(shapes.channels))
+        self.register_buffer("std", torch.ones(shapes.channels))
+
+    set_normalization = SteadyPrior.set_normalization
+
+    def forward(self, a: torch.Tensor, grid: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """The solution on ``grid``: (B, *S, C)."""
+        x = (a - self.in_mean) / self.in_std
+        return self.fno(fno_inputs(x, grid, params)).movedim(1, -1) * self.std + self.mean
+
+
 class FNOStage(PhysicsStage):
     """Teacher-forced one-step training of ``FNOSurrogate`` on every step of a window that has
     a full history before it; mean squared error in normalised units."""
 
     stage = "fno"
     metric_names = ("loss", "nrmse", "rollout_nrmse")
+    network: type[nn.Module] = FNOSurrogate
 
     # The operator stage's loss and validation metrics, unchanged: they use only the surrogate
     # interface (forward, rollout, std) that FNOSurrogate shares, so both report the same things.
@@ -152,8 +173,7 @@ class FNOStage(PhysicsStage):
 
     def __init__(self, cfg: PhysicsConfig, task_names: list[str]):
         super().__init__(cfg, task_names)
-        network = SteadyFNO if cfg.fno.steady else FNOSurrogate
-        self.model = network(cfg.fno, cfg.model)
+        self.model = self.network(cfg.fno, cfg.model)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         inputs, targets = teacher_forced(batch["fields"], self.model.initial_step)
@@ -184,31 +204,12 @@ class FNOStage(PhysicsStage):
         )
 
 
-class SteadyFNO(nn.Module):
-    """FNO on a steady map, coefficient ``a(x)`` -> solution ``u(x)`` (``fno.steady``), with
-    ``SteadyPrior``'s calling convention and normalisation buffers, physical units in and out."""
-
-    def __init__(self, cfg: FNOConfig, shapes: SurrogateConfig):
-        super().__init__()
-        self.fno = build_fno(cfg, shapes, COEFFICIENT_CHANNELS)
-        self.register_buffer("in_mean", torch.zeros(COEFFICIENT_CHANNELS))
-        self.register_buffer("in_std", torch.ones(COEFFICIENT_CHANNELS))
-        self.register_buffer("mean", torch.zeros(shapes.channels))
-        self.register_buffer("std", torch.ones(shapes.channels))
-
-    set_normalization = SteadyPrior.set_normalization
-
-    def forward(self, a: torch.Tensor, grid: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """The solution on ``grid``: (B, *S, C)."""
-        x = (a - self.in_mean) / self.in_std
-        return self.fno(fno_inputs(x, grid, params)).movedim(1, -1) * self.std + self.mean
-
-
 class SteadyFNOStage(FNOStage):
     """``fno`` with ``fno.steady``: the FNO baseline of the ``steady_prior`` stage, trained on
     the same (coefficient, solution) pairs with the same loss and validation metrics."""
 
     metric_names = ("loss", "nrmse")
+    network = SteadyFNO
     evaluate_batch = SteadyPriorStage.evaluate_batch
 
     @classmethod
