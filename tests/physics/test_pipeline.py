@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import re
@@ -12,6 +13,7 @@ from filelock import FileLock
 from typer.testing import CliRunner
 
 from lightstack.core.config import save_config
+from lightstack.core.run import RunDirInUse
 from lightstack.core.trainer import FitResult
 from lightstack.physics import pipeline
 from lightstack.physics.cli import physics_app
@@ -47,12 +49,14 @@ class FakeStages:
 
     def __init__(self, fail: dict[str, BaseException] | None = None):
         self.calls: list[tuple[str, str | None]] = []
+        self.resumes: list[str] = []
         self.env: list[dict[str, str | None]] = []
         self.fail = fail or {}
 
-    def __call__(self, cfg, run_dir) -> FitResult:
+    def __call__(self, cfg, run_dir, resume="auto") -> FitResult:
         run_dir = Path(run_dir)
         self.calls.append((cfg.stage, cfg.init_from))
+        self.resumes.append(resume)
         self.env.append({k: os.environ.get(k) for k in ("WANDB_RUN_ID", "WANDB_RESUME")})
         ckpt = run_dir / "checkpoints" / "best.ckpt"
         ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +116,7 @@ def test_resume_after_a_failed_stage_does_not_retrain_finished_ones(
     assert third.calls == []
 
 
-def test_a_killed_stage_is_retrained_from_scratch(
+def test_a_stage_killed_before_its_first_checkpoint_is_retrained_from_scratch(
     tiny_config, operator_ckpt, tmp_path, monkeypatch
 ):
     cfg = config(tiny_config, operator_ckpt)
@@ -127,8 +131,39 @@ def test_a_killed_stage_is_retrained_from_scratch(
     monkeypatch.setattr(pipeline, "train", again)
     assert run_pipeline(cfg, run_dir).exit_code == EXIT_OK
     assert [stage for stage, _ in again.calls] == ["diff_residual"]
+    assert again.resumes == ["never"]
     assert not (run_dir / "stages/diff_residual/partial.txt").exists()
     assert mtime(run_dir / "stages/operator/checkpoints/best.ckpt") == stamp
+
+
+def test_a_killed_stage_resumes_from_its_last_checkpoint(
+    tiny_config, operator_ckpt, tmp_path, monkeypatch
+):
+    cfg = config(tiny_config, operator_ckpt)
+    run_dir = tmp_path / "p"
+    monkeypatch.setattr(pipeline, "train", FakeStages(fail={"diff_residual": SystemExit(143)}))
+    with pytest.raises(SystemExit):
+        run_pipeline(cfg, run_dir)
+    last = run_dir / "stages/diff_residual/checkpoints/last.ckpt"
+    shutil.copy(operator_ckpt, last)  # what the stage saved when it was stopped
+
+    again = FakeStages()
+    monkeypatch.setattr(pipeline, "train", again)
+    assert run_pipeline(cfg, run_dir).exit_code == EXIT_OK
+    assert [stage for stage, _ in again.calls] == ["diff_residual"]
+    assert again.resumes == ["auto"]
+    assert (run_dir / "stages/diff_residual/partial.txt").is_file()  # the folder was kept
+
+    reseeded = "pipeline.stage_overrides={diff_residual: {seed: 9}}"
+    changed = config(tiny_config, operator_ckpt, reseeded)
+    state = json.loads((run_dir / "pipeline_state.json").read_text())
+    del state["stages"]["diff_residual"]  # as if it had been stopped again
+    (run_dir / "pipeline_state.json").write_text(json.dumps(state))
+    other = FakeStages()
+    monkeypatch.setattr(pipeline, "train", other)
+    assert run_pipeline(changed, run_dir).exit_code == EXIT_OK
+    assert other.resumes == ["never"]  # started with another config: trained from scratch
+    assert not (run_dir / "stages/diff_residual/partial.txt").exists()
 
 
 def test_independent_stage_gets_its_own_data_and_is_not_retrained_with_the_chain(
@@ -145,9 +180,9 @@ def test_independent_stage_gets_its_own_data_and_is_not_retrained_with_the_chain
     first = FakeStages()
     seen = {}
 
-    def record(stage_cfg, run_dir):
+    def record(stage_cfg, run_dir, resume="auto"):
         seen[stage_cfg.stage] = list(stage_cfg.data.train_files)
-        return first(stage_cfg, run_dir)
+        return first(stage_cfg, run_dir, resume)
 
     monkeypatch.setattr(pipeline, "train", record)
     result = run_pipeline(cfg, tmp_path / "p")
@@ -218,9 +253,9 @@ def test_stage_overrides_apply_to_their_stage_only(
     seen = {}
     fake = FakeStages()
 
-    def record(cfg, run_dir):
+    def record(cfg, run_dir, resume="auto"):
         seen[cfg.stage] = cfg.trainer.max_epochs
-        return fake(cfg, run_dir)
+        return fake(cfg, run_dir, resume)
 
     monkeypatch.setattr(pipeline, "train", record)
     cfg = config(
@@ -246,7 +281,7 @@ def test_ddp_processes_of_higher_rank_train_but_write_nothing(
     monkeypatch.setattr(pipeline.rank_zero_only, "rank", 1)
     fake = FakeStages()
     monkeypatch.setattr(pipeline, "train", fake)
-    with FileLock(str(tmp_path / "p" / ".pipeline.lock")):  # rank 0 holds the lock
+    with FileLock(str(tmp_path / "p" / ".run.lock")):  # rank 0 holds the lock
         result = run_pipeline(cfg, tmp_path / "p")
     assert result.exit_code == EXIT_OK and result.message == "rank 1: stages done"
     assert [stage for stage, _ in fake.calls] == ["diff_residual"]
@@ -259,8 +294,8 @@ def test_ddp_processes_of_higher_rank_train_but_write_nothing(
 def test_a_second_pipeline_on_the_same_run_dir_is_refused(tiny_config, operator_ckpt, tmp_path):
     (tmp_path / "p").mkdir()
     with (
-        FileLock(str(tmp_path / "p" / ".pipeline.lock")),
-        pytest.raises(PipelineError, match="another pipeline is running"),
+        FileLock(str(tmp_path / "p" / ".run.lock")),
+        pytest.raises(RunDirInUse, match=r"run directory .*p is in use by another process"),
     ):
         run_pipeline(config(tiny_config, operator_ckpt), tmp_path / "p")
 
@@ -308,9 +343,16 @@ def test_real_stages_hand_off_checkpoints_and_any_stage_evaluates(tiny_config, t
     assert all(history.values()), history
 
     # Lightning and the plain loop agree on a sampling stage too (seeded residual draws)
+    # (the last stage through `physics eval` itself, as a user evaluates it)
     for stage in ("diff_residual", "consistency_distill"):
         ckpt = stages / stage / "checkpoints" / "best.ckpt"
-        plain = evaluate_checkpoint(ckpt, tmp_path / "t", publish=False)["metrics"]
+        if stage == "consistency_distill":
+            args = ["eval", "--ckpt", str(ckpt), "--run-dir", str(tmp_path / "t"), "gates={}"]
+            assert CliRunner().invoke(cli(), args).exit_code == 0
+            plain = json.loads((tmp_path / "t" / "metrics.json").read_text())["metrics"]
+            assert (tmp_path / "t" / "predictions.hdf5").is_file()
+        else:
+            plain = evaluate_checkpoint(ckpt, tmp_path / "t", publish=False)["metrics"]
         lit = evaluate_checkpoint(ckpt, tmp_path / "l", engine="lightning", publish=False)
         for name, value in plain["all"].items():
             assert lit["metrics"]["all"][name] == pytest.approx(value, rel=1e-5, abs=1e-12)
@@ -385,3 +427,43 @@ def test_a_stage_generating_another_equation_inherits_no_solver_parameters(tiny_
     steady = stage_config(cfg, "steady_prior")
     assert steady.generate.equation == "darcy2d" and steady.generate.params == {"n": 16}
     assert stage_config(cfg, "operator").generate.params == {"nu": 0.01, "nx": 64}
+
+
+@pytest.mark.parametrize(
+    ("operator_nrmse", "exit_code"), [(0.01, EXIT_OK), (0.5, EXIT_GATE_FAILED)]
+)
+def test_gates_judge_the_evaluated_stage_not_a_later_steady_prior(
+    tiny_config, operator_ckpt, tmp_path, monkeypatch, operator_nrmse, exit_code
+):
+    """A steady_prior trained after the operator logs val/nrmse too; the gate on the
+    operator's rollout must read the operator's value, whatever the steady model scored."""
+    fake = FakeStages()
+
+    def train_with_own_metrics(cfg, run_dir):
+        result = fake(cfg, run_dir)
+        value = operator_nrmse if cfg.stage == "operator" else 0.5 - operator_nrmse + 0.01
+        return dataclasses.replace(result, metrics={"val/nrmse": value})
+
+    monkeypatch.setattr(pipeline, "train", train_with_own_metrics)
+    cfg = config(
+        tiny_config,
+        operator_ckpt,
+        "pipeline.stages=[operator, steady_prior]",
+        "gates={val/nrmse: {max: 0.1}}",
+    )
+    result = run_pipeline(cfg, tmp_path / "p")
+    assert result.exit_code == exit_code, result.message
+    gate = result.summary["small_eval"]["gates"][0]
+    assert gate["name"] == "val/nrmse" and gate["value"] == pytest.approx(operator_nrmse)
+    assert [s for s, _ in fake.calls] == ["operator", "steady_prior"]
+
+
+def test_lineage_follows_the_checkpoint_hand_off(tiny_config, operator_ckpt, tmp_path):
+    stages = "pipeline.stages=[operator, diff_residual, consistency_distill, steady_prior]"
+    run = pipeline._Run(config(tiny_config, operator_ckpt, stages), tmp_path, print)
+    assert run.lineage("consistency_distill") == [
+        "operator",
+        "diff_residual",
+        "consistency_distill",
+    ]
+    assert run.lineage("steady_prior") == ["steady_prior"]

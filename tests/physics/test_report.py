@@ -7,6 +7,7 @@ import torch
 
 from lightstack.physics.eval.gates import check_gates
 from lightstack.physics.eval.leaderboard import Decision
+from lightstack.physics.eval.plots import plot_predictions
 from lightstack.physics.eval.report import write_report
 from lightstack.physics.eval.rollout import RolloutSample
 from lightstack.physics.evaluate import evaluate_checkpoint
@@ -42,7 +43,10 @@ def test_eval_writes_report_leaderboard_and_summary(trained, tmp_path):
     summary = evaluate_checkpoint(
         ckpt,
         out,
-        overrides=["gates={rollout_nrmse@4: {max: 100}, val/nrmse: {max: 1.0e-6}}"],
+        overrides=[
+            "gates={rollout_nrmse@4: {max: 100}, val/nrmse: {max: 1.0e-6}}",
+            "eval.plot_samples=1",
+        ],
     )
     assert summary["gates_passed"] is False and summary["failed_gates"] == ["val/nrmse"]
     assert summary["promoted"] is False and summary["champion"] is None
@@ -62,14 +66,14 @@ def test_eval_writes_report_leaderboard_and_summary(trained, tmp_path):
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', html)
     assert images == [
         "Rollout error against horizon",
-        "Prediction vs truth: burgers",
+        "Truth, prediction and error of test trajectories",
         "Training curves",
     ]
     assert "http://" not in html and "https://" not in html  # self-contained
     assert "val/nrmse" in html and "FAILED" in html and "rollout_nrmse@16" in html
 
     # once the gates pass the run becomes champion; the same model again keeps one row
-    passed = evaluate_checkpoint(ckpt, out, overrides=["gates={}"])
+    passed = evaluate_checkpoint(ckpt, out, overrides=["gates={}", "eval.plot_samples=1"])
     assert passed["gates_passed"] and passed["promoted"]
     assert len(list(csv.DictReader(board.open()))) == 1
 
@@ -80,7 +84,12 @@ def test_report_escapes_names_and_draws_every_stage(tmp_path):
         "<b>a</b>": {"rollout_nrmse@1": 0.1, "persistence_rollout_nrmse@1": 0.2},
         "c": {"rollout_nrmse@1": 0.1},
     }
-    sample = RolloutSample("c", torch.rand(3, 8, 1), torch.rand(2, 8, 1), torch.rand(8, 1))
+    sample = RolloutSample("c", torch.rand(3, 8, 1), torch.rand(3, 8, 1), torch.rand(8, 1))
+    png = plot_predictions([sample], tmp_path / "predictions.png")
+    field_2d = RolloutSample(
+        "ns", torch.rand(5, 8, 6, 2), torch.rand(5, 8, 6, 2), torch.rand(8, 6, 2)
+    )
+    assert plot_predictions([field_2d], tmp_path / "2d.png").stat().st_size > 1000
     histories = {
         "operator": [{"epoch": 0, "train/loss": 1.0, "val/nrmse": 0.5}],
         "diff_residual": [{"epoch": 0, "train/loss_epoch": 0.5, "train/loss_step": 9.0}],
@@ -90,7 +99,7 @@ def test_report_escapes_names_and_draws_every_stage(tmp_path):
         title="t",
         info={"checkpoint": "x.ckpt"},
         results=results,
-        samples=[sample],
+        predictions_png=png,
         histories=histories,
         gates=check_gates({}, {}),
         decision=Decision(True, None, ["no champion for this task set yet"]),

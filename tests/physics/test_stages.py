@@ -281,25 +281,6 @@ def test_steady_data_needs_darcy_files(tiny_config, darcy_file):
     assert item["coefficient"].shape == (8, 8, 1) and item["solution"].shape == (8, 8, 1)
 
 
-def test_eval_command_handles_a_steady_checkpoint(tiny_config, darcy_file, tmp_path):
-    from lightstack.physics.evaluate import evaluate_checkpoint
-
-    cfg = tiny_config(
-        "stage=steady_prior",
-        "data.reduced_resolution=1",
-        "trainer.max_epochs=1",
-        "steady.depth=1",
-        files=[darcy_file],
-    )
-    result = train(cfg, tmp_path / "run")
-    summary = evaluate_checkpoint(result.best_checkpoint, tmp_path / "eval")
-    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert written["stage"] == "steady_prior"
-    assert 0 < written["metrics"]["all"]["nrmse"] == summary["metrics"]["all"]["nrmse"]
-    assert (tmp_path / "eval" / "summary.json").is_file()
-    assert (tmp_path / "eval" / "report.html").stat().st_size > 500
-
-
 def test_top_level_sees_zeros_and_gets_its_share_of_training():
     teacher, _ = toy_models()
     tokens, cond = torch.randn(2, 2, 16), torch.zeros(2, 1)

@@ -5,7 +5,8 @@ The fault is a callback added to every trainer ``build_trainer`` makes, chosen b
 - ``FAULT_KILL_AT_STEP=N``: SIGKILL this process at the start of the first batch after
   global step ``N`` (after any checkpoint of step ``N`` was written).
 - ``FAULT_PAUSE_AT_STEP=N`` and ``FAULT_MARKER=path``: at global step ``N`` create ``path`` and
-  wait (up to 60 s) until a signal arrives, so a test can send SIGTERM/SIGUSR1 mid-training.
+  wait (up to 60 s) until a signal arrives or ``path`` is removed, so a test can send a signal
+  or start a second command mid-training.
 - ``FAULT_DIE_IN_SAVE=N``: the ``N``-th ``torch.save`` writes half of its bytes and SIGKILLs
   the process (a kill in the middle of writing a checkpoint).
 
@@ -56,6 +57,8 @@ class PauseAt(Callback):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if trainer.received_sigterm or preemption.received is not None:
+                return
+            if not self.marker.exists():
                 return
             time.sleep(0.05)
 

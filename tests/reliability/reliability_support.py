@@ -73,11 +73,17 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     }
 
 
-def run_cli(*args: object, env: dict[str, str] | None = None, timeout: float = 180) -> CliRun:
-    """``lightstack <args>`` in a fresh process (``faults.py``), ``env`` added (faults)."""
+def run_cli(
+    *args: object,
+    env: dict[str, str] | None = None,
+    timeout: float = 180,
+    cwd: Path | None = None,
+) -> CliRun:
+    """``lightstack <args>`` in a fresh process (``faults.py``) in ``cwd``, ``env`` added."""
     proc = subprocess.run(
         [sys.executable, str(FAULTS), *map(str, args)],
         env=cli_env(env),
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -85,11 +91,14 @@ def run_cli(*args: object, env: dict[str, str] | None = None, timeout: float = 1
     return CliRun(proc.returncode, proc.stdout + proc.stderr)
 
 
-def start_cli(*args: object, env: dict[str, str] | None = None) -> subprocess.Popen:
+def start_cli(
+    *args: object, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen:
     """Like ``run_cli`` but returns the running process (output piped)."""
     return subprocess.Popen(
         [sys.executable, str(FAULTS), *map(str, args)],
         env=cli_env(env),
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -97,8 +106,10 @@ def start_cli(*args: object, env: dict[str, str] | None = None) -> subprocess.Po
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    """The weights of a finished run's ``last.ckpt``."""
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    """The weights of a finished run's ``last.ckpt`` (and no ``-v1`` copies beside it)."""
+    checkpoints = run_dir / "checkpoints"
+    assert not list(checkpoints.glob("*-v[0-9]*.ckpt")), sorted(checkpoints.iterdir())
+    ckpt = torch.load(checkpoints / "last.ckpt", weights_only=True)
     return ckpt["state_dict"]
 
 

@@ -25,15 +25,15 @@ def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(reference, tiny_
     ckpt_dir = run_dir / "checkpoints"
     # Saves: last.ckpt at steps 2 and 4, then the kill half-way through the one of step 6.
     killed = run_cli(
-        "physics", "train", "--config", tiny_yaml, "--run-dir", run_dir,
-        env={"FAULT_DIE_IN_SAVE": "3"},
+        "physics", "train", "--config", tiny_yaml, "--run-dir", "run",
+        env={"FAULT_DIE_IN_SAVE": "3"}, cwd=tmp_path,
     )  # fmt: skip
     assert killed.returncode == -9, killed.output
     torn = list(ckpt_dir.glob(".last.ckpt.*.tmp"))
     assert len(torn) == 1 and torn[0].stat().st_size > 0  # the half-written temporary
     assert sorted(p.name for p in ckpt_dir.glob("*.ckpt")) == ["last.ckpt"]
     assert load_checkpoint(ckpt_dir / "last.ckpt")["global_step"] == 4
-    resumed = run_cli("physics", "train", "--config", tiny_yaml, "--run-dir", run_dir)
+    resumed = run_cli("physics", "train", "--config", tiny_yaml, "--run-dir", "run", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.output
     assert_same_weights(final_weights(run_dir), reference.weights())
 

@@ -5,6 +5,7 @@ the file, before training starts and without touching the run's checkpoints."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from lightstack.core.checkpoints import (
     convert_checkpoint,
     load_checkpoint,
 )
+from lightstack.physics.evaluate import evaluate_checkpoint
+from lightstack.physics.stages import build_datamodule, build_stage
 from lightstack.physics.train import train
 
 
@@ -52,6 +55,7 @@ def resume_with(tiny_yaml: Path, run_dir: Path, checkpoint: Path | str, *overrid
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     assert not (run_dir / "checkpoints").exists()  # refused before any training
+    assert not (run_dir / "config.yaml").exists()  # the folder does not describe it
     return squash(result.output)
 
 
@@ -86,7 +90,52 @@ def test_truncated_last_checkpoint_is_named(trained, tiny_yaml, tmp_path):
         squash("last.ckpt could not be loaded safely (not a lightstack checkpoint, truncated")
         in output
     )
+    assert squash("no other readable checkpoint") in output and "--resumenever" in output
     assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == data[: len(data) // 2]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "nan"])
+def test_a_damaged_last_checkpoint_gives_way_to_the_newest_readable_one(
+    damage, trained, tiny_config, tmp_path
+):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    shutil.copy(trained, run_dir / "checkpoints" / "best.ckpt")  # epoch 1, step 10
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if damage == "truncated":
+        last.write_bytes(trained.read_bytes()[:1000])
+    else:
+        with_nan_weight(trained, last)
+    with pytest.warns(UserWarning, match=r"resuming from .*best\.ckpt instead \(global step 10\)"):
+        train(tiny_config("trainer.max_epochs=2"), run_dir)
+    assert load_checkpoint(last)["global_step"] == 20  # trained on, not started over
+
+
+def with_nan_weight(source: Path, target: Path) -> str:
+    """Copy checkpoint ``source`` to ``target`` with one weight overwritten by NaN; its name."""
+    ckpt = torch.load(source, weights_only=True)
+    name = sorted(ckpt["state_dict"])[1]
+    ckpt["state_dict"][name] = torch.full_like(ckpt["state_dict"][name], float("nan"))
+    torch.save(ckpt, target)
+    return name
+
+
+def test_nan_weights_are_refused_by_every_loader(trained, tiny_yaml, tiny_config, tmp_path):
+    bad = tmp_path / "nan.ckpt"
+    name = with_nan_weight(trained, bad)
+    message = f"checkpoint {bad}: weight {name!r} holds NaN/Inf"
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        load_checkpoint(bad)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        evaluate_checkpoint(bad, tmp_path / "eval")
+    assert not (tmp_path / "eval").exists()
+    handoff = tiny_config("stage=diff_residual", f"init_from={bad}")
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        build_stage(handoff, build_datamodule(handoff))
+    converted = CliRunner().invoke(app, ["ckpt", "convert", str(bad), str(tmp_path / "w.pt")])
+    assert converted.exit_code == 1 and squash(message) in squash(converted.output)
+    assert not (tmp_path / "w.pt").exists()
+    assert squash(message) in resume_with(tiny_yaml, tmp_path / "run", bad)
 
 
 def test_a_file_that_is_not_a_lightstack_checkpoint_is_named(tiny_yaml, tmp_path):

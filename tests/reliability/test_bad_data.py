@@ -14,7 +14,7 @@ from reliability_support import write_tiny_pdebench
 from typer.testing import CliRunner
 
 from lightstack.cli import app
-from lightstack.physics.data.pdebench import PDEBenchError
+from lightstack.physics.data.pdebench import PDEBenchError, check_finite
 from lightstack.physics.data.windows import split_indices
 from lightstack.physics.train import train
 
@@ -123,3 +123,36 @@ def test_cli_reports_bad_data_in_one_message(tiny_yaml, tmp_path):
     output = "".join(result.output.split())
     assert "".join(f"{tmp_path / 'gone.h5'}: key '(file)'".split()) in output
     assert "Traceback" not in result.output and not run_dir.exists()
+
+
+def test_nan_in_a_parameter_attribute_used_as_input(tiny_config, tmp_path):
+    data = damaged(tmp_path, lambda f: f.attrs.__setitem__("Nu", np.nan))
+    run_dir = tmp_path / "run"
+    with pytest.raises(PDEBenchError, match=r"key 'attrs/Nu': expected a finite number") as info:
+        train(with_data(tiny_config, data, "data.param_keys=[Nu]"), run_dir)
+    assert info.value.path == data
+    assert not (run_dir / "checkpoints").exists()
+    result = CliRunner().invoke(app, ["physics", "inspect", str(data)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    text = " ".join(result.output.split())
+    assert f"{data}: key 'attrs/Nu': expected a finite number" in text
+
+
+def test_a_damaged_compressed_chunk_is_named(tiny_config, tmp_path):
+    path = tmp_path / "gz.h5"
+    values = np.random.default_rng(0).standard_normal((12, 6, 16)).astype(np.float32)
+    write_tiny_pdebench(path)
+    with h5py.File(path, "r+") as f:
+        del f["tensor"]
+        f.create_dataset("tensor", data=values, chunks=(1, 6, 16), compression="gzip")
+        chunk = f["tensor"].id.get_chunk_info(0)
+    with open(path, "r+b") as fh:  # overwrite the middle of the first compressed chunk
+        fh.seek(chunk.byte_offset + chunk.size // 2)
+        fh.write(b"\xff" * 16)
+    result = CliRunner().invoke(app, ["physics", "inspect", str(path)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    text = " ".join(result.output.split())
+    assert f"{path}: key 'tensor': expected readable data, found damaged" in text
+    expect(tiny_config, tmp_path, path, "tensor", "filter returned failure during read")
+    with pytest.raises(PDEBenchError, match=r"key 'tensor': .* damaged data in samples 0\.\.11"):
+        check_finite(path)

@@ -7,9 +7,14 @@ import builtins
 import errno
 import io
 import json
+import resource
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from reliability_support import FAULTS, cli_env
 
 from lightstack.core import checkpoints as core_checkpoints
 from lightstack.core import io as core_io
@@ -96,3 +101,26 @@ def test_run_directory_that_cannot_be_created_is_named(tiny_config, tmp_path):
         train(tiny_config(), blocker / "exp1")
     assert blocker.read_text() == "not a folder"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
+@pytest.mark.slow
+def test_generate_on_a_full_disk_prints_one_line(tmp_path):
+    # A file-size limit makes HDF5's writes fail the way a full disk does (EFBIG for ENOSPC).
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    out = tmp_path / "data" / "b.hdf5"
+    args = ["physics", "generate", "burgers1d", "--out", out, "--samples", "16", "--nx", "64"]
+    proc = subprocess.run(
+        [sys.executable, str(FAULTS), *map(str, args)],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=small_files,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert f"error: [Errno 27] File too large: '{out}'" in " ".join(proc.stderr.split())
+    assert "Traceback" not in proc.stderr and "RuntimeError" not in proc.stderr
+    assert list(out.parent.iterdir()) == []  # no partial file, no temporary

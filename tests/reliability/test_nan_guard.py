@@ -60,9 +60,23 @@ def test_stop_names_the_step_batch_and_loss(poisoned_loss, tiny_config, tmp_path
     message = str(info.value)
     assert "train/loss is NaN/Inf at global step 3 (epoch 0, batch 3)" in message
     assert "training.nan_guard.action=stop" in message
+    assert "weights were checked and are finite: the last checkpoint is usable" in message
     assert isinstance(info.value, ValueError)  # the CLI reports it as one message
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert load_checkpoint(last)["global_step"] == 2 and all_finite(last)
+
+
+def test_stop_names_a_weight_that_already_holds_nan():
+    class Model(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 2)
+
+    model = Model()
+    with torch.no_grad():
+        model.layer.bias[1] = float("inf")
+    with pytest.raises(NonFiniteError, match=r"weight layer\.bias already holds NaN/Inf"):
+        NaNGuard("stop", 0)._act(model, "train/loss", "global step 0", on_step=True)
 
 
 def test_stop_names_the_parameter_of_a_bad_gradient(poisoned_gradient, tiny_config, tmp_path):

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 from reliability_support import assert_same_weights, final_weights, run_cli, start_cli
 
@@ -18,11 +19,14 @@ from lightstack.core.checkpoints import load_checkpoint
 
 
 def signal_at_step(config: Path, run_dir: Path, step: int, signum: int) -> tuple[int, str]:
-    """Start training, wait until it reaches ``step`` (it pauses there), send ``signum``."""
+    """Start training, wait until it reaches ``step`` (it pauses there), send ``signum``.
+
+    The command runs in ``run_dir``'s parent and names the run folder relatively.
+    """
     marker = run_dir.parent / f"{run_dir.name}.paused"
     proc = start_cli(
-        "physics", "train", "--config", config, "--run-dir", run_dir,
-        env={"FAULT_PAUSE_AT_STEP": str(step), "FAULT_MARKER": str(marker)},
+        "physics", "train", "--config", config, "--run-dir", run_dir.name,
+        env={"FAULT_PAUSE_AT_STEP": str(step), "FAULT_MARKER": str(marker)}, cwd=run_dir.parent,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 90
@@ -47,7 +51,29 @@ def test_sigterm_saves_last_and_exits_then_resumes_bit_identically(reference, ti
     assert "Traceback" not in output
     assert load_checkpoint(last)["global_step"] == 5
     assert not (run_dir / "train_metrics.json").exists()  # the run did not finish
-    resumed = run_cli("physics", "train", "--config", tiny_yaml, "--run-dir", run_dir)
+    resumed = run_cli(
+        "physics", "train", "--config", tiny_yaml, "--run-dir", run_dir.name, cwd=tmp_path
+    )
+    assert resumed.returncode == 0, resumed.output
+    assert_same_weights(final_weights(run_dir), reference.weights())
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_last_and_exits_130_then_resumes_bit_identically(
+    reference, tiny_yaml, tmp_path
+):
+    run_dir = tmp_path / "run"
+    code, output = signal_at_step(tiny_yaml, run_dir, step=7, signum=signal.SIGINT)
+    assert code == 130, output
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert "Ctrl-C: stopping after this batch" in output
+    # noted during step 7 after the stop check of that batch: stops after the next one
+    assert "SIGINT received: training stopped at global step 8 (epoch 0)" in output
+    assert f"checkpoint saved to {last}" in output and "Traceback" not in output
+    assert load_checkpoint(last)["global_step"] == 8
+    resumed = run_cli(
+        "physics", "train", "--config", tiny_yaml, "--run-dir", run_dir.name, cwd=tmp_path
+    )
     assert resumed.returncode == 0, resumed.output
     assert_same_weights(final_weights(run_dir), reference.weights())
 
@@ -106,7 +132,18 @@ def test_signal_handlers_are_given_back_after_fit(tmp_path):
             enable_model_summary=False,
             enable_checkpointing=False,
         )
+        sigint = signal.getsignal(signal.SIGINT)
         trainer.fit(Tiny(), data)
         assert signal.getsignal(signal.SIGUSR1) is previous
+        assert signal.getsignal(signal.SIGINT) is sigint
     finally:
         signal.signal(signal.SIGUSR1, old)
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path, capsys):
+    preemption = Preemption(tmp_path)
+    preemption._note(signal.SIGINT, None)
+    assert preemption.received == signal.SIGINT  # the first is only noted
+    assert "stopping after this batch" in capsys.readouterr().err
+    with pytest.raises(KeyboardInterrupt):
+        preemption._note(signal.SIGINT, None)

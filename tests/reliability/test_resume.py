@@ -4,6 +4,7 @@ bit-identical to an uninterrupted run (CPU, deterministic), wherever it was kill
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 
 import pytest
@@ -28,15 +29,20 @@ def train_killed_at(
     *overrides: str,
     env: dict[str, str] | None = None,
 ) -> None:
-    """Run the training command, SIGKILLed after each of ``steps``, then once more to finish."""
-    command = ["physics", "train", "--config", config, "--run-dir", run_dir, *overrides]
+    """Run the training command, SIGKILLed after each of ``steps``, then once more to finish.
+
+    The command runs in ``run_dir``'s parent and names the run folder relatively, as users do.
+    """
+    command = ["physics", "train", "--config", config, "--run-dir", run_dir.name, *overrides]
     for step in steps:
-        result = run_cli(*command, env={**(env or {}), "FAULT_KILL_AT_STEP": str(step)})
+        result = run_cli(
+            *command, env={**(env or {}), "FAULT_KILL_AT_STEP": str(step)}, cwd=run_dir.parent
+        )
         assert result.returncode == -9, result.output
         last = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
         # checkpoint.every_n_train_steps=2: at most one step of work is lost
         assert step - 1 <= last["global_step"] <= step
-    result = run_cli(*command, env=env)
+    result = run_cli(*command, env=env, cwd=run_dir.parent)
     assert result.returncode == 0, result.output
 
 
@@ -205,3 +211,22 @@ def test_video_kill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     output, _ = reference.communicate(timeout=300)
     assert reference.returncode == 0, output
     assert_same_weights(final_weights(run), final_weights(tmp_path / "ref"))
+
+
+@pytest.mark.slow
+def test_pipeline_killed_mid_stage_resumes_that_stage_bit_identically(
+    reference, tiny_yaml, tmp_path
+):
+    command = ["physics", "pipeline", "--config", tiny_yaml, "--run-dir", "runs/p",
+               "pipeline.stages=[operator]"]  # fmt: skip
+    killed = run_cli(*command, env={"FAULT_KILL_AT_STEP": "7"}, cwd=tmp_path)
+    assert killed.returncode == -9, killed.output
+    stage_dir = tmp_path / "runs/p/stages/operator"
+    assert load_checkpoint(stage_dir / "checkpoints" / "last.ckpt")["global_step"] == 6
+    rerun = run_cli(*command, cwd=tmp_path)
+    assert f"stage operator: resuming from {stage_dir.resolve()}" in " ".join(
+        rerun.output.split()
+    ), rerun.output
+    state = json.loads((tmp_path / "runs/p/pipeline_state.json").read_text())
+    assert "operator" in state["stages"], rerun.output
+    assert_same_weights(final_weights(stage_dir), reference.weights())

@@ -3,7 +3,9 @@
 Every lightstack checkpoint carries a ``"lightstack"`` entry: the family and stage that wrote
 it, the resolved config (plain dict) and an architecture fingerprint, so a model can be rebuilt
 from the file alone and a mismatched one is refused. Loading always uses
-``torch.load(weights_only=True)``: a file that needs unpickling of arbitrary objects is refused.
+``torch.load(weights_only=True)``: a file that needs unpickling of arbitrary objects is refused,
+and so is one whose weights hold NaN/Inf (every loader: resume, evaluation, conversion, stage
+hand-off and prediction read checkpoints through ``load_checkpoint``).
 
 Three formats hold the same weights and metadata (``convert_checkpoint`` goes between them,
 ``load_checkpoint`` reads all three into ``{"state_dict": ..., "lightstack": ...}``):
@@ -174,7 +176,7 @@ def load_checkpoint(
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if is_safetensors(path):
-        return _load_safetensors(path, map_location)
+        return _finite(_load_safetensors(path, map_location), path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises several types for truncated / foreign files
@@ -188,6 +190,20 @@ def load_checkpoint(
         )
     if not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(f"{path} has no 'state_dict' entry of weights")
+    return _finite(ckpt, path)
+
+
+def _finite(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``ckpt``, after checking that no weight holds NaN/Inf (``CheckpointError`` naming it)."""
+    bad = non_finite_weights(ckpt["state_dict"])
+    if bad is not None:
+        value = ckpt["state_dict"][bad]
+        count = int((~torch.isfinite(value)).sum())
+        raise CheckpointError(
+            f"checkpoint {path}: weight {bad!r} holds NaN/Inf ({count} of {value.numel()} "
+            "values); the file is damaged or was saved from a diverged model. Use an earlier "
+            "checkpoint of the run"
+        )
     return ckpt
 
 

@@ -64,6 +64,9 @@ class TrainerConfig(Section):
     max_epochs: int = Field(10, ge=-1)
     max_steps: int = Field(-1, ge=-1)
     max_time: str | None = Field(None, description="DD:HH:MM:SS wall-clock limit")
+    cpu_threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads on the CPU; null: one per available core"
+    )
     accumulate_grad_batches: int = Field(1, ge=1)
     gradient_clip_val: float | None = Field(None, ge=0)
     gradient_clip_algorithm: Literal["norm", "value"] = "norm"

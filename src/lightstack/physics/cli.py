@@ -139,7 +139,7 @@ def eval_command(
     the checkpoint ('gates={val/nrmse: {max: 0.01}}', eval.horizons=[1,8]).
     """
     from lightstack.core.run import default_run_dir
-    from lightstack.physics.evaluate import evaluate_checkpoint
+    from lightstack.physics.evaluate import evaluate_checkpoint, headline, nonfinite_problem
 
     out = run_dir or default_run_dir("eval")
     files = [str(p) for p in data] if data else None
@@ -151,12 +151,7 @@ def eval_command(
         overrides=list(ctx.args),
         engine=engine,  # type: ignore[arg-type]
     )
-    overall = summary["metrics"]["all"]
-    console.print(
-        f"one-step nRMSE {overall['onestep_nrmse']:.4f} "
-        f"(persistence {overall['persistence_onestep_nrmse']:.4f}); "
-        f"rollout nRMSE {overall['rollout_nrmse']:.4f}"
-    )
+    console.print(headline(summary), highlight=False)
     for gate in summary["gates"]:
         console.print(gate["message"], highlight=False)
     console.print(
@@ -164,5 +159,8 @@ def eval_command(
         f"({summary['task_set']}); leaderboard: {summary['leaderboard']}\n"
         f"report: {summary['report']}\nsummary: {Path(out) / 'summary.json'}"
     )
+    if problem := nonfinite_problem(summary):
+        console.print(f"error: {problem}", style="bold red", highlight=False, soft_wrap=True)
+        raise typer.Exit(3)
     if not summary["gates_passed"]:
         raise typer.Exit(3)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
@@ -28,12 +29,20 @@ from lightstack.core.io import atomic_write_json
 from lightstack.physics.config import PhysicsConfig
 from lightstack.physics.data.steady import SteadyDataModule
 from lightstack.physics.data.windows import PDEDataModule
-from lightstack.physics.eval.gates import check_gates, failed_gates, gate_metrics
+from lightstack.physics.eval.gates import failed_gates, gate_metrics, judge
 from lightstack.physics.eval.leaderboard import Leaderboard, task_set
 from lightstack.physics.eval.plots import plot_predictions
-from lightstack.physics.eval.report import write_report
-from lightstack.physics.eval.rollout import RolloutSample, evaluate_model, trajectory_metrics
-from lightstack.physics.models.history import stack_history
+from lightstack.physics.eval.predictions import open_predictions
+from lightstack.physics.eval.report import read_step_log, write_report
+from lightstack.physics.eval.rollout import (
+    BatchResult,
+    EvaluationTotals,
+    PredictionSink,
+    RolloutSample,
+    evaluate_batch,
+    evaluate_model,
+    predict_trajectory,
+)
 from lightstack.physics.models.surrogate import LatentSurrogate
 from lightstack.physics.stages.correctors import compare_correctors, load_correctors
 from lightstack.physics.stages.handoff import read_stage_checkpoint
@@ -84,6 +93,15 @@ def load_predictor(
     return student or teacher, cfg, tasks
 
 
+def time_coordinate(dataset: Dataset) -> np.ndarray | None:
+    """The (reduced) time coordinate of the first file behind ``dataset``, if it has one."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    first = dataset.datasets[0] if isinstance(dataset, ConcatDataset) else dataset
+    reader = getattr(first, "reader", None)
+    return None if reader is None else reader.info.coords.get("t")
+
+
 def evaluation_data(cfg: PhysicsConfig, data_files: list[str] | None) -> PDEDataModule:
     """The checkpoint's own test split, or every sample of ``data_files`` when given."""
     data = cfg.data
@@ -94,33 +112,32 @@ def evaluation_data(cfg: PhysicsConfig, data_files: list[str] | None) -> PDEData
 
 # --- the Lightning path ------------------------------------------------------------------------
 class RolloutPredictor(L.LightningModule):
-    """``Trainer.predict`` wrapper: per-trajectory metrics of a surrogate, with task ids."""
+    """``Trainer.predict`` wrapper: one ``BatchResult`` per batch of whole trajectories."""
 
-    def __init__(self, model: nn.Module, horizons: list[int], thresholds: list[float]):
+    def __init__(self, model: nn.Module, thresholds: list[float]):
         super().__init__()
         self.model = model
-        self.horizons = horizons
         self.thresholds = thresholds
 
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, Any]:
-        values, _ = trajectory_metrics(self.model, batch, self.horizons, self.thresholds)
-        return {"task": batch["task"].cpu(), **{k: v.cpu() for k, v in values.items()}}
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> BatchResult:
+        return evaluate_batch(self.model, batch, self.thresholds)
 
 
-def aggregate(outputs: list[dict[str, torch.Tensor]], task_names: list[str]) -> dict[str, Any]:
-    """Per-task (and ``"all"``) means of per-trajectory metrics, as ``evaluate_model`` gives."""
-    if not outputs:
-        raise ValueError("evaluation data set is empty: no trajectories to evaluate")
-    tasks = torch.cat([o["task"] for o in outputs])
-    values = {k: torch.cat([o[k] for o in outputs]).double() for k in outputs[0] if k != "task"}
-    groups = {"all": torch.ones_like(tasks, dtype=torch.bool)}
-    groups |= {name: tasks == index for index, name in enumerate(task_names)}
-    return {
-        name: {k: float(v[mask].mean()) for k, v in values.items()}
-        | {"trajectories": int(mask.sum())}
-        for name, mask in groups.items()
-        if mask.any()
-    }
+class CollectResults(BasePredictionWriter):
+    """Adds each batch's result to the totals and hands it to the sink, as the torch loop does,
+    so no prediction is kept in memory."""
+
+    def __init__(self, totals: EvaluationTotals, sink: PredictionSink | None):
+        super().__init__(write_interval="batch")
+        self.totals = totals
+        self.sink = sink
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        self.totals.add(prediction)
+        if self.sink is not None:
+            self.sink(prediction, batch)
 
 
 def lightning_metrics(
@@ -130,8 +147,10 @@ def lightning_metrics(
     horizons: list[int],
     thresholds: list[float],
     device: str = "cpu",
+    sink: PredictionSink | None = None,
 ) -> dict[str, Any]:
     target = torch.device(device)
+    totals = EvaluationTotals(task_names)
     trainer = L.Trainer(
         accelerator="cpu" if target.type == "cpu" else "gpu",
         devices=[target.index or 0] if target.type == "cuda" else 1,
@@ -139,9 +158,12 @@ def lightning_metrics(
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        callbacks=[CollectResults(totals, sink)],
     )
-    outputs = trainer.predict(RolloutPredictor(model, horizons, thresholds), dataloaders=loader)
-    return aggregate(outputs, task_names)
+    trainer.predict(
+        RolloutPredictor(model, thresholds), dataloaders=loader, return_predictions=False
+    )
+    return totals.results(horizons)
 
 
 # --- what a report shows -----------------------------------------------------------------------
@@ -157,15 +179,17 @@ def samples_per_task(
     for part in parts:
         for index in range(min(per_task, len(part))):
             item = {k: v.unsqueeze(0).to(device) for k, v in part[index].items()}
-            k = model.initial_step
-            history, fields = stack_history(item["fields"][:, :k]), item["fields"][:, k - 1 :]
-            rollout = model.rollout(
-                history, item["grid"], item["dt"], item["params"], fields.shape[1] - 1
-            )
+            prediction = predict_trajectory(model, item)
             task = int(item["task"])
             name = task_names[task] if task < len(task_names) else str(task)
             samples.append(
-                RolloutSample(name, fields[0].cpu(), rollout[0].cpu(), item["grid"][0].cpu())
+                RolloutSample(
+                    name,
+                    item["fields"][0].cpu(),
+                    prediction[0].cpu(),
+                    item["grid"][0].cpu(),
+                    model.initial_step,
+                )
             )
     return samples
 
@@ -208,6 +232,36 @@ def judged_metrics(summary: dict[str, Any], context: RunContext) -> dict[str, fl
     if context.train_wall_s is not None:
         metrics["train_wall_s"] = context.train_wall_s
     return metrics
+
+
+def headline(summary: dict[str, Any]) -> str:
+    """The one line ``physics eval`` prints first: the main numbers of any stage."""
+    overall = summary["metrics"]["all"]
+    if "onestep_nrmse" not in overall:  # steady_prior: one solution per sample
+        return (
+            f"nRMSE {overall['nrmse']:.4f}, RMSE {overall['rmse']:.4g}, "
+            f"max error {overall['max_error']:.4g} ({overall['samples']} samples)"
+        )
+    return (
+        f"one-step nRMSE {overall['onestep_nrmse']:.4f} "
+        f"(persistence {overall['persistence_onestep_nrmse']:.4f}); "
+        f"rollout nRMSE {overall['rollout_nrmse']:.4f} "
+        f"(persistence {overall['persistence_rollout_nrmse']:.4f}); "
+        f"{overall['trajectories']} trajectories"
+    )
+
+
+def nonfinite_problem(summary: dict[str, Any]) -> str | None:
+    """One line naming the checkpoint when its predictions held NaN or Inf, else ``None``."""
+    overall = summary["metrics"]["all"]
+    bad = int(overall.get("nonfinite_predictions", 0))
+    if not bad:
+        return None
+    total = overall.get("trajectories", overall.get("samples"))
+    return (
+        f"checkpoint {summary['checkpoint']}: its predictions hold NaN or Inf in {bad} of "
+        f"{total} test samples, so its metrics are NaN and it failed the gates"
+    )
 
 
 # --- evaluate ----------------------------------------------------------------------------------
@@ -265,10 +319,17 @@ def evaluate_checkpoint(
     horizons, thresholds = list(cfg.eval.horizons), list(cfg.eval.correlation_thresholds)
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)  # the corrected stages sample their residuals
-    if engine == "lightning":
-        results = lightning_metrics(model, loader, task_names, horizons, thresholds, device)
-    else:
-        results, _ = evaluate_model(model, loader, task_names, horizons, thresholds, 0, device)
+    with open_predictions(
+        out_dir / "predictions.hdf5", task_names, model.initial_step, time_coordinate(dataset)
+    ) as predictions:
+        if engine == "lightning":
+            results = lightning_metrics(
+                model, loader, task_names, horizons, thresholds, device, predictions.append
+            )
+        else:
+            results, _ = evaluate_model(
+                model, loader, task_names, horizons, thresholds, 0, device, predictions.append
+            )
     overall = results["all"]
     summary: dict[str, Any] = {
         "checkpoint": str(ckpt),
@@ -277,6 +338,7 @@ def evaluate_checkpoint(
         "engine": engine,
         "eval_wall_s": time.perf_counter() - started,
         "metrics": results,
+        "predictions": str(out_dir / "predictions.hdf5"),
         "improvement_over_persistence": overall["persistence_onestep_nrmse"]
         / max(overall["onestep_nrmse"], 1e-12),
     }
@@ -293,10 +355,9 @@ def evaluate_checkpoint(
         if cfg.eval.plot_samples
         else []
     )
-    if samples:
-        plot_predictions(samples, out_dir / "predictions.png")
+    png = plot_predictions(samples, out_dir / "predictions.png") if samples else None
     context = context or RunContext.of_checkpoint(ckpt, cfg)
-    return summary | publish_evaluation(summary, cfg, out_dir, context, task_names, samples)
+    return summary | publish_evaluation(summary, cfg, out_dir, context, task_names, png)
 
 
 def evaluate_steady_checkpoint(
@@ -334,7 +395,7 @@ def evaluate_steady_checkpoint(
     if not publish:
         return summary
     context = RunContext.of_checkpoint(ckpt, cfg)
-    return summary | publish_evaluation(summary, cfg, out_dir, context, task_names, [])
+    return summary | publish_evaluation(summary, cfg, out_dir, context, task_names, None)
 
 
 def publish_evaluation(
@@ -343,11 +404,11 @@ def publish_evaluation(
     out_dir: Path,
     context: RunContext,
     task_names: list[str],
-    samples: list[RolloutSample],
+    predictions_png: Path | None,
 ) -> dict[str, Any]:
     """Gates, leaderboard and champion, ``report.html`` and ``summary.json`` of one evaluation."""
     metrics = judged_metrics(summary, context)
-    gates = check_gates(cfg.gates, metrics)
+    gates = judge(cfg.gates, metrics)
     passed = not failed_gates(gates)
     run_dir = (context.run_dir or out_dir).resolve()
     board_path = Path(cfg.champion.leaderboard or run_dir.parent / "leaderboard.csv")
@@ -380,10 +441,14 @@ def publish_evaluation(
             "evaluation": f"{summary['engine']}, {summary['eval_wall_s']:.1f} s",
         },
         results=summary["metrics"],
-        samples=samples,
+        predictions_png=predictions_png,
         histories=histories,
         gates=gates,
         decision=decision,
+        step_logs={
+            stage: read_step_log(path.parent / "logs" / "metrics.csv")
+            for stage, path in context.histories.items()
+        },
     )
     verdict = {
         "run": context.name,

@@ -3,10 +3,13 @@
 Each stage trains in ``run_dir/stages/<stage>/``; a stage that builds on another
 (``stages.REQUIRES``: diff_residual on operator, consistency_distill on diff_residual) starts
 from that stage's checkpoint (``init_from``). ``pipeline_state.json``, rewritten atomically,
-records every finished stage: its checkpoint, a fingerprint of its config and its metrics.
-Re-running the same command resumes at the first stage without a finished entry (its folder is
-wiped and it trains again, and so does every stage built on it); a finished stage whose config
-has since changed is an error rather than a silent mix of two configurations. After the
+records every finished stage (its checkpoint, a fingerprint of its config and its metrics) and
+the fingerprint of the stage that started training. Re-running the same command resumes at the
+first stage without a finished entry: from that stage's own ``last.ckpt`` when it was started
+with the same config (as ``physics train`` resumes, bit for bit), otherwise its folder is wiped
+and it trains from the start, and so does every stage built on it. A finished stage whose config
+has since changed is an error rather than a silent mix of two configurations. The run directory
+is locked while the pipeline runs (``core.run.claim_run_dir``). After the
 stages, a quick evaluation on a few test trajectories checks the gates, so a bad model fails
 fast; then the full evaluation applies them again, updates the leaderboard and writes the
 report.
@@ -32,15 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
 
 from lightstack.core.config import to_dict, validate
 from lightstack.core.io import atomic_write_json, atomic_write_text
-from lightstack.core.run import prepare_run_dir
+from lightstack.core.run import CHECKPOINTS, LAST_NAME, claim_run_dir, write_run_config
 from lightstack.physics.config import PhysicsConfig
-from lightstack.physics.eval.gates import check_gates
+from lightstack.physics.eval.gates import judge
 from lightstack.physics.evaluate import (
     ROLLOUT_STAGES,
     RunContext,
@@ -267,6 +269,7 @@ class _Run:
         check_order(self.cfg)
         configs = {s: stage_config(self.cfg, s) for s in self.stages}  # every error first
         configs = {s: with_generated_data(c, self.run_dir, self.log) for s, c in configs.items()}
+        write_run_config(self.cfg, self.run_dir)
         env = wandb_environment(self.cfg, self.run_dir)
         for stage in self.stages:
             expected = fingerprint(configs[stage])
@@ -283,25 +286,37 @@ class _Run:
                 continue
             for stale in self._dependents(stage):  # they started from what is retrained now
                 self.state["stages"].pop(stale, None)
+                if stale != stage:
+                    self.state.get("started", {}).pop(stale, None)
+            resume = self._resumable(stage, expected)
+            self.state.setdefault("started", {})[stage] = expected
             self._save()
             start = self._start_from(stage)
             cfg = configs[stage].model_copy(update={"init_from": str(start) if start else None})
-            failure = self._train(stage, cfg, expected, env)
+            failure = self._train(stage, cfg, expected, env, resume)
             if failure is not None:
                 return failure
         return None
 
+    def _resumable(self, stage: str, expected: str) -> bool:
+        """Whether ``stage`` was started with this config and left a ``last.ckpt`` to resume."""
+        last = self.run_dir / "stages" / stage / CHECKPOINTS / LAST_NAME
+        return self.state.get("started", {}).get(stage) == expected and last.is_file()
+
     def _train(
-        self, stage: str, cfg: PhysicsConfig, expected: str, env: dict[str, str]
+        self, stage: str, cfg: PhysicsConfig, expected: str, env: dict[str, str], resume: bool
     ) -> PipelineResult | None:
         stage_dir = self.run_dir / "stages" / stage
-        if stage_dir.exists() and self.rank == 0:
-            shutil.rmtree(stage_dir)
-        self.log(f"stage {stage}: training in {stage_dir}")
+        if resume:
+            self.log(f"stage {stage}: resuming from {stage_dir / CHECKPOINTS / LAST_NAME}")
+        else:
+            if stage_dir.exists() and self.rank == 0:
+                shutil.rmtree(stage_dir)
+            self.log(f"stage {stage}: training in {stage_dir}")
         started = time.perf_counter()
         try:
             with environment(env):
-                result = train(cfg, stage_dir)
+                result = train(cfg, stage_dir, resume="auto" if resume else "never")
             checkpoint = result.best_checkpoint or result.last_checkpoint
             if checkpoint is None or not checkpoint.is_file():
                 raise RuntimeError("training wrote no checkpoint")
@@ -333,17 +348,28 @@ class _Run:
         self.summary["stages"][stage] = entry | {"resumed": False}
         return None
 
-    def context(self) -> RunContext:
-        entries = [self.state["stages"][s] for s in self.stages]
+    def lineage(self, stage: str) -> list[str]:
+        """``stage`` and the stages of this pipeline it starts from, oldest first."""
+        chain = [stage]
+        while (required := REQUIRES.get(chain[0])) in self.stages:
+            chain.insert(0, required)
+        return chain
+
+    def context(self, stage: str) -> RunContext:
+        """What judging ``stage`` reads: the training metrics of ``stage`` and of the stages it
+        starts from (its own win), never those of a stage it does not build on (a steady_prior
+        trained after it logs ``val/nrmse`` too)."""
+        chain = self.lineage(stage)
+        entries = [self.state["stages"][s] for s in chain]
         metrics: dict[str, float] = {}
-        for entry in entries:  # later stages win: the gates judge the final model
+        for entry in entries:
             metrics.update(entry["metrics"])
         return RunContext(
             name=self.cfg.name,
-            stages=self.stages,
+            stages=chain,
             run_dir=self.run_dir,
             train_metrics=metrics,
-            histories={s: self.run_dir / "stages" / s / "history.json" for s in self.stages},
+            histories={s: self.run_dir / "stages" / s / "history.json" for s in chain},
             train_wall_s=sum(e["wall_s"] for e in entries),
         )
 
@@ -353,7 +379,7 @@ class _Run:
         rollout_stages = [s for s in self.stages if s in ROLLOUT_STAGES]
         stage = self.cfg.pipeline.eval_stage or rollout_stages[-1]
         checkpoint = self.run_dir / self.state["stages"][stage]["checkpoint"]
-        context = self.context()
+        context = self.context(stage)
         n = self.cfg.pipeline.small_eval_trajectories
         self.log(f"quick evaluation of {stage} on {n} test trajectories")
         small = evaluate_checkpoint(
@@ -364,7 +390,7 @@ class _Run:
             context=context,
             publish=False,
         )
-        gates = [g.to_dict() for g in check_gates(self.cfg.gates, judged_metrics(small, context))]
+        gates = [g.to_dict() for g in judge(self.cfg.gates, judged_metrics(small, context))]
         self.summary["small_eval"] = {
             "trajectories": small["metrics"]["all"]["trajectories"],
             "gates": gates,
@@ -396,22 +422,6 @@ def run_pipeline(
     log: Callable[[str], None] = lambda message: None,
 ) -> PipelineResult:
     """Train, evaluate and judge; never raises for a failed stage or gate (see the exit code)."""
-    path = prepare_run_dir(cfg, run_dir, cfg.name)
-    # DDP processes of rank > 0 (started by rank 0 during a stage) run under rank 0's lock
-    guard = _exclusive(path) if rank_zero_only.rank == 0 else contextlib.nullcontext()
-    with guard:
+    with claim_run_dir(run_dir, cfg.name) as path:
         run = _Run(cfg, path, log)
         return run.train_stages() or run.evaluate()
-
-
-@contextlib.contextmanager
-def _exclusive(run_dir: Path) -> Iterator[None]:
-    lock = FileLock(str(run_dir / ".pipeline.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout as exc:
-        raise PipelineError(f"another pipeline is running in {run_dir}") from exc
-    try:
-        yield
-    finally:
-        lock.release()

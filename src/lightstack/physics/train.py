@@ -6,7 +6,7 @@ from pathlib import Path
 
 import lightning as L
 
-from lightstack.core.run import prepare_run_dir
+from lightstack.core.run import claim_run_dir
 from lightstack.core.trainer import FitResult, run_fit
 from lightstack.physics import stages
 from lightstack.physics.config import PhysicsConfig
@@ -37,5 +37,5 @@ def train(cfg: PhysicsConfig, run_dir: str | Path | None = None, resume: str = "
     dm = stages.build_datamodule(cfg)
     cfg = with_data_shapes(cfg, dm)
     stage = stages.build_stage(cfg, dm)  # reads data and checkpoints: fail before any output
-    path = prepare_run_dir(cfg, run_dir, cfg.name)
-    return run_fit(cfg, path, stage, dm, DEFAULT_MONITOR, resume)
+    with claim_run_dir(run_dir, cfg.name) as path:
+        return run_fit(cfg, path, stage, dm, DEFAULT_MONITOR, resume)

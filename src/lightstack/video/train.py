@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback, WeightAveraging
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from lightstack.core.callbacks.freezing import build_freezing_callback
-from lightstack.core.run import prepare_run_dir
+from lightstack.core.run import claim_run_dir
 from lightstack.core.trainer import FitResult, run_fit
 from lightstack.video.config import DEFAULT_MONITOR, VideoConfig
 from lightstack.video.data.mvfoul import MVFoulDataModule
@@ -74,7 +74,11 @@ def train(
 ) -> VideoTrainResult:
     """Fit (or resume, as in ``core.run.resume_checkpoint``), then score the test split."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    path = prepare_run_dir(cfg, run_dir, cfg.name)
+    with claim_run_dir(run_dir, cfg.name) as path:
+        return _fit_and_score(cfg, path, resume)
+
+
+def _fit_and_score(cfg: VideoConfig, path: Path, resume: str) -> VideoTrainResult:
     dm = MVFoulDataModule(cfg.data)
     counts = dm.class_counts() if cfg.loss.class_weights != "none" else None
     module = VideoModule(cfg, counts)

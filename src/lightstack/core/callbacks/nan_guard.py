@@ -4,8 +4,9 @@
 When one is NaN/Inf it either skips the step (``action="skip"``: the optimizer leaves weights
 and moments untouched; counted in ``train/nan_skipped_steps``, at most ``max_skips`` times) or
 stops the run with ``NonFiniteError`` naming the global step, the epoch, the batch index and the
-value (``train/loss`` or the parameter whose gradient is bad). The weights are still finite at
-that point, so the last checkpoint is usable.
+value (``train/loss`` or the parameter whose gradient is bad). Its message says whether the
+model's weights, checked at that point, are finite (then the last checkpoint is usable) or which
+weight already holds NaN/Inf.
 
 Reading a verdict on the host waits for the device to finish the step. With a fused Adam/AdamW
 (lightstack's default on CUDA) in a single process the guard does not wait: it hands the
@@ -34,7 +35,22 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 
+from lightstack.core.checkpoints import non_finite_weights
+
 Action = Literal["skip", "stop"]
+
+
+def _weights_verdict(pl_module: L.LightningModule | None) -> str:
+    """What a check of the model's weights found, for the message of a stopped run."""
+    if pl_module is None:
+        return ""
+    bad = non_finite_weights(pl_module.state_dict())
+    if bad is None:
+        return "The model's weights were checked and are finite: the last checkpoint is usable."
+    return (
+        f"The model's weight {bad} already holds NaN/Inf (the run started from bad weights or "
+        "diverged earlier); resume from an earlier checkpoint."
+    )
 
 
 class NonFiniteError(FloatingPointError, ValueError):
@@ -181,8 +197,8 @@ class NaNGuard(Callback):
         if self.action == "stop":
             raise NonFiniteError(
                 f"{what} is NaN/Inf at {where}; stopping (training.nan_guard.action=stop). "
-                "Weights are still finite: the last checkpoint is usable. Lower the learning "
-                "rate, clip gradients (trainer.gradient_clip_val) or check the data."
+                f"{_weights_verdict(pl_module)} Lower the learning rate, clip gradients "
+                "(trainer.gradient_clip_val) or check the data."
             )
         self.skipped += 1
         if self.skipped > self.max_skips:

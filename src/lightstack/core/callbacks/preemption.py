@@ -1,4 +1,4 @@
-"""Keeping ``last.ckpt`` fresh: every N optimizer steps, and on pre-emption (SIGTERM, SIGUSR1).
+"""Keeping ``last.ckpt`` fresh: every N optimizer steps, and on a stop (SIGTERM, SIGUSR1, Ctrl-C).
 
 ``StepCheckpoint`` writes ``last.ckpt`` every ``checkpoint.every_n_train_steps`` steps, so a
 killed run loses at most that many steps. ``Preemption`` saves it and exits when the run is
@@ -14,9 +14,18 @@ batch boundary like SIGTERM, so the checkpoint is consistent and is the one ``--
 finds. Under SLURM the job is then requeued with ``scontrol requeue`` (as Lightning's
 ``SLURMEnvironment(auto_requeue=True)`` does), and the requeued job resumes from it.
 
-The process exits with status ``128 + signal number`` (143 for SIGTERM, 138 for SIGUSR1), the
-status of a process ended by that signal, so scripts and schedulers see that training did not
-finish. Under DDP every process stops at the same step: the decision is reduced across ranks.
+Ctrl-C (SIGINT) is treated the same way. Left alone, Python raises ``KeyboardInterrupt`` in
+the middle of whatever runs, possibly an optimizer step, and Lightning's handler for it only
+tears down and exits with status 1; a checkpoint written from there could hold a half-applied
+step. So the first Ctrl-C is only noted and the run stops, saved, at the end of the batch; a
+second Ctrl-C raises ``KeyboardInterrupt`` at once (nothing is saved, the last checkpoint stays).
+
+The process exits with status ``128 + signal number`` (143 for SIGTERM, 138 for SIGUSR1, 130
+for Ctrl-C), the status of a process ended by that signal, so scripts and schedulers see that
+training did not finish. Under DDP every process stops at the same step: the decision is
+reduced across ranks. Paths are made absolute, as ``ModelCheckpoint`` keeps its folder: it
+takes a ``last.ckpt`` recorded under another spelling for a different file and would write
+``last-v1.ckpt`` beside it.
 """
 
 from __future__ import annotations
@@ -45,19 +54,32 @@ class Preemption(Callback):
     """Save ``dirpath/last.ckpt`` and exit when the run is asked to stop by a signal."""
 
     def __init__(
-        self, dirpath: str | Path, signals: tuple[signal.Signals, ...] = (signal.SIGUSR1,)
+        self,
+        dirpath: str | Path,
+        signals: tuple[signal.Signals, ...] = (signal.SIGUSR1, signal.SIGINT),
     ):
-        self.dirpath = Path(dirpath)
+        self.dirpath = Path(dirpath).resolve()
         self.signals = signals
         self.received: int | None = None
+        self._announce = True
         self._previous: dict[int, Any] = {}
 
     # --- signal handling ---------------------------------------------------------------------
     def _note(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and self.received == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without saving
         self.received = signum
+        if signum == signal.SIGINT and self._announce:
+            print(
+                "\nCtrl-C: stopping after this batch and saving last.ckpt (press again to stop "
+                "at once without saving)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.received = None
+        self._announce = trainer.is_global_zero
         if stage != "fit" or threading.current_thread() is not threading.main_thread():
             return
         for signum in self.signals:
@@ -91,6 +113,15 @@ class Preemption(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         self._restore_handlers()
+        if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
+            last = self.dirpath / LAST_NAME
+            where = f"the last checkpoint {last}" if last.is_file() else "no checkpoint yet"
+            print(
+                f"\nstopped at once: nothing saved; {where}. Run the same command with the same "
+                "--run-dir to resume.",
+                file=sys.stderr,
+                flush=True,
+            )
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
             return
         signum = self.received or signal.SIGTERM
@@ -111,7 +142,7 @@ class Preemption(Callback):
 
 def save_last(trainer: L.Trainer, dirpath: Path) -> Path:
     """Write ``dirpath/last.ckpt`` (all processes take part) and return its path."""
-    path = dirpath / LAST_NAME
+    path = Path(dirpath).resolve() / LAST_NAME
     ckpt_cb = trainer.checkpoint_callback
     if isinstance(ckpt_cb, ModelCheckpoint):
         # as ModelCheckpoint does before it saves "last": the file records that it is the last
@@ -131,7 +162,7 @@ class StepCheckpoint(Checkpoint):
     def __init__(self, dirpath: str | Path, every_n_train_steps: int):
         if every_n_train_steps < 1:
             raise ValueError(f"every_n_train_steps must be >= 1, got {every_n_train_steps}")
-        self.dirpath = Path(dirpath)
+        self.dirpath = Path(dirpath).resolve()
         self.every_n_train_steps = every_n_train_steps
         self._every = EveryNOptimizerSteps(every_n_train_steps)
 

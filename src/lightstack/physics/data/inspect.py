@@ -8,7 +8,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from lightstack.physics.data.pdebench import PDEBenchError, inspect_file
+from lightstack.physics.data.pdebench import (
+    CORRUPT_FILE_ERRORS,
+    PDEBenchError,
+    inspect_file,
+    non_finite_attrs,
+)
 
 _BLOCK_BYTES = 64 * 2**20
 
@@ -46,7 +51,12 @@ def describe(path: str | Path) -> str:
         f"attributes: {info.attrs}" if info.attrs else "attributes: none",
         "datasets:",
     ]
-    problems = []
+    problems = [
+        PDEBenchError(
+            path, f"attrs/{key}", "a finite number (data.param_keys feeds it to the model)", value
+        )
+        for key, value in non_finite_attrs(info.attrs).items()
+    ]
     with h5py.File(path, "r") as f:
         names: list[str] = []
         f.visititems(
@@ -57,12 +67,18 @@ def describe(path: str | Path) -> str:
             if not np.issubdtype(ds.dtype, np.number):
                 lines.append(f"  {name}: shape {ds.shape} dtype {ds.dtype}")
                 continue
-            lo, hi, bad = value_range(ds)
+            try:
+                lo, hi, bad = value_range(ds)
+            except CORRUPT_FILE_ERRORS as exc:
+                lines.append(f"  {name}: shape {ds.shape} dtype {ds.dtype} (damaged)")
+                problems.append(PDEBenchError(path, name, "readable data", f"damaged ({exc})"))
+                continue
             lines.append(f"  {name}: shape {ds.shape} dtype {ds.dtype} range [{lo:.4g}, {hi:.4g}]")
             if bad:
                 problems.append(PDEBenchError(path, name, "finite values", f"{bad} NaN/Inf values"))
     lines.append("problems: " + ("none" if not problems else "; ".join(str(p) for p in problems)))
     report = "\n".join(lines)
     if problems:
-        raise PDEBenchError(path, problems[0].key, "finite values", f"NaN/Inf values\n{report}")
+        first = problems[0]
+        raise PDEBenchError(path, first.key, first.expected, f"{first.found}\n{report}")
     return report

@@ -28,6 +28,7 @@ import contextlib
 import math
 import operator
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -424,11 +425,26 @@ def check_finite(path: str | Path, key: str | None = None, max_samples: int | No
                 raise PDEBenchError(path, name, "finite values", f"NaN/Inf in sample {sample}")
 
 
+def non_finite_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The numeric file attributes (PDE parameters such as ``Nu``) holding NaN/Inf."""
+    bad = {}
+    for key, value in attrs.items():
+        arr = np.asarray(value)
+        if np.issubdtype(arr.dtype, np.number) and not np.isfinite(arr).all():
+            bad[key] = value
+    return bad
+
+
 def _scan(path: Path, key: str, ds: h5py.Dataset, limit: int) -> None:
     per_sample = max(1, math.prod(ds.shape[1:]) * ds.dtype.itemsize)
     block = max(1, _SCAN_BYTES // per_sample)
     for start in range(0, limit, block):
-        values = ds[start : min(start + block, limit)]
+        stop = min(start + block, limit)
+        try:
+            values = ds[start:stop]
+        except CORRUPT_FILE_ERRORS as exc:
+            found = f"damaged data in samples {start}..{stop - 1} ({exc})"
+            raise PDEBenchError(path, key, "readable data", found) from exc
         finite = np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
         if not finite.all():
             sample = start + int(np.argmin(finite))
@@ -440,8 +456,29 @@ def _scan(path: Path, key: str, ds: h5py.Dataset, limit: int) -> None:
 
 @contextlib.contextmanager
 def _atomic_h5(path: str | Path) -> Iterator[h5py.File]:
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        yield f
+    """An HDF5 file written to a temporary beside ``path`` and renamed over it when complete.
+
+    HDF5 reports a failed write (a full disk) as an ``OSError`` or, when the file is closed, a
+    ``RuntimeError`` whose text carries the OS ``errno``; either becomes one ``OSError`` naming
+    ``path`` (``[Errno 28] No space left on device: 'out.hdf5'``).
+    """
+    with atomic_path(path) as tmp:
+        try:
+            with h5py.File(tmp, "w") as f:
+                yield f
+        except (OSError, RuntimeError) as exc:
+            code = _h5_errno(exc)
+            if code is None:
+                raise
+            raise OSError(code, os.strerror(code), str(path)) from exc
+
+
+def _h5_errno(exc: BaseException) -> int | None:
+    """The OS error number behind an HDF5 write error, or None when it is not one."""
+    if isinstance(exc, OSError) and exc.errno and "write" in str(exc):
+        return exc.errno
+    found = re.search(r"errno = (\d+)", str(exc))
+    return int(found.group(1)) if found and int(found.group(1)) else None
 
 
 def _write_attrs(f: h5py.File, attrs: Mapping[str, Any] | None) -> None:

@@ -23,6 +23,7 @@ from lightstack.physics.data.pdebench import (
     CORRUPT_FILE_ERRORS,
     PDEBenchError,
     PDEBenchReader,
+    non_finite_attrs,
 )
 
 
@@ -137,7 +138,14 @@ def file_params(reader: PDEBenchReader, keys: list[str]) -> np.ndarray:
             f"attributes {keys} (data.param_keys)",
             f"attributes {sorted(reader.info.attrs)}",
         )
-    return np.array([float(reader.info.attrs[k]) for k in keys], dtype=np.float32)
+    values = {k: reader.info.attrs[k] for k in keys}
+    bad = non_finite_attrs(values)
+    if bad:
+        key = next(iter(bad))
+        raise PDEBenchError(
+            reader.info.path, f"attrs/{key}", "a finite number (data.param_keys)", bad[key]
+        )
+    return np.array([float(values[k]) for k in keys], dtype=np.float32)
 
 
 class PDEDataModule(ResumableDataModule):

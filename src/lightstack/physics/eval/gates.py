@@ -3,7 +3,10 @@
 Gates read one flat namespace of metrics (see ``gate_metrics``): the training metrics of the
 run as logged (``val/nrmse``), the evaluation's overall metrics by their own name
 (``rollout_nrmse@16``) and each task's evaluation metrics as ``<task>/<metric>``. A gate whose
-metric is missing or not finite fails: a misspelt gate must not pass silently.
+metric is missing or not finite fails: a misspelt gate must not pass silently. Whatever the
+configured gates, an evaluation whose predictions hold NaN or Inf fails the built-in gate
+``nonfinite_predictions`` (``judge``; the number of test samples whose prediction holds NaN
+or Inf): NaN is never a good result.
 """
 
 from __future__ import annotations
@@ -67,6 +70,14 @@ def check_gates(
             and (spec.max is None or value <= spec.max)
         )
         results.append(GateResult(name, value, spec.min, spec.max, passed))
+    return results
+
+
+def judge(gates: Mapping[str, GateSpec | None], metrics: Mapping[str, float]) -> list[GateResult]:
+    """The configured gates, then ``nonfinite_predictions <= 0`` where it was measured."""
+    results = check_gates(gates, metrics)
+    if "nonfinite_predictions" in metrics and "nonfinite_predictions" not in gates:
+        results += check_gates({"nonfinite_predictions": GateSpec(max=0)}, metrics)
     return results
 
 

@@ -1,4 +1,9 @@
-"""Prediction-vs-truth figures (matplotlib, no display needed)."""
+"""Prediction-vs-truth figures (matplotlib, no display needed).
+
+1D trajectories are drawn as x-t heat maps of truth, prediction and absolute error (one row
+per trajectory); 2D trajectories as images of the three at a few time slices (one row each).
+Channel 0 is shown; further spatial axes are sliced at index 0.
+"""
 
 from __future__ import annotations
 
@@ -9,45 +14,73 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
 from lightstack.core.io import atomic_path
 from lightstack.physics.eval.rollout import RolloutSample
 
 
+def _fields(sample: RolloutSample) -> dict[str, np.ndarray]:
+    """Truth, prediction and absolute error of channel 0, ``(T, *S)`` each."""
+    truth = sample.truth[..., 0].float().numpy()
+    pred = sample.prediction[..., 0].float().numpy()
+    return {"truth": truth, "prediction": pred, "|error|": np.abs(pred - truth)}
+
+
+def _xt_row(axes: np.ndarray, sample: RolloutSample) -> None:
+    x = sample.grid[..., 0].numpy()
+    fields = _fields(sample)
+    steps = fields["truth"].shape[0]
+    vmin, vmax = float(fields["truth"].min()), float(fields["truth"].max())
+    for ax, (name, values) in zip(axes, fields.items(), strict=True):
+        scale = {} if name == "|error|" else {"vmin": vmin, "vmax": vmax}
+        image = ax.imshow(
+            values.T,
+            origin="lower",
+            aspect="auto",
+            cmap="magma" if name == "|error|" else "RdBu_r",
+            extent=(-0.5, steps - 0.5, float(x[0]), float(x[-1])),
+            **scale,
+        )
+        ax.axvline(sample.initial_step - 0.5, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_xlabel("time step")
+        ax.set_ylabel("x")
+        ax.set_title(f"{sample.task}: {name}", fontsize=8)
+        ax.figure.colorbar(image, ax=ax, fraction=0.05)
+
+
+def _slices_rows(axes: np.ndarray, sample: RolloutSample) -> None:
+    fields = _fields(sample)
+    steps = fields["truth"].shape[0]
+    times = sorted({sample.initial_step, (sample.initial_step + steps - 1) // 2, steps - 1})
+    for row, (name, values) in zip(axes, fields.items(), strict=True):
+        for ax, step in zip(row, times, strict=False):
+            image, truth = values[step], fields["truth"][step]
+            while image.ndim > 2:
+                image, truth = image[..., 0], truth[..., 0]
+            scale = {} if name == "|error|" else {"vmin": truth.min(), "vmax": truth.max()}
+            shown = ax.imshow(
+                image.T, origin="lower", cmap="magma" if name == "|error|" else "RdBu_r", **scale
+            )
+            ax.set_xlabel("x index")
+            ax.set_ylabel("y index")
+            ax.set_title(f"{sample.task}: {name}, step {step}", fontsize=8)
+            ax.figure.colorbar(shown, ax=ax, fraction=0.05)
+
+
 def plot_predictions(samples: list[RolloutSample], path: str | Path) -> Path:
-    """One row per sample: truth vs rollout at three times (1D lines, 2D images of channel 0)."""
+    """Truth, prediction and error of each sample (see the module docstring) into ``path``."""
     if not samples:
         raise ValueError("no samples to plot")
-    steps = samples[0].prediction.shape[0]
-    times = sorted({1, max(1, steps // 2), steps})
-    fig, axes = plt.subplots(
-        len(samples), len(times), figsize=(4 * len(times), 2.8 * len(samples)), squeeze=False
-    )
-    for row, sample in zip(axes, samples, strict=True):
-        spatial_dims = sample.truth.dim() - 2
-        for ax, step in zip(row, times, strict=True):
-            truth, pred = sample.truth[step, ..., 0], sample.prediction[step - 1, ..., 0]
-            if spatial_dims == 1:
-                x = sample.grid[..., 0]
-                ax.plot(x, truth, label="truth", color="black")
-                ax.plot(x, pred, label="prediction", color="tab:red", linestyle="--")
-                ax.legend(fontsize=7)
-            else:
-                ax.imshow(_side_by_side(truth, pred), cmap="RdBu_r", interpolation="nearest")
-                ax.set_xticks([])
-                ax.set_yticks([])
-            ax.set_title(f"{sample.task}: step {step} (truth | prediction)", fontsize=8)
-    fig.tight_layout()
+    one_d = samples[0].truth.dim() == 3
+    rows = len(samples) * (1 if one_d else 3)
+    fig, axes = plt.subplots(rows, 3, figsize=(12, 2.8 * rows), squeeze=False, layout="constrained")
+    for index, sample in enumerate(samples):
+        if one_d:
+            _xt_row(axes[index], sample)
+        else:
+            _slices_rows(axes[3 * index : 3 * index + 3], sample)
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=90)
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=80)
     plt.close(fig)
     return path
-
-
-def _side_by_side(left: torch.Tensor, right: torch.Tensor) -> np.ndarray:
-    """Two fields (axes beyond the first two sliced at 0) placed next to each other."""
-    while left.dim() > 2:
-        left, right = left[..., 0], right[..., 0]
-    return torch.cat([left, right], dim=-1).numpy()

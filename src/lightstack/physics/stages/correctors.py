@@ -22,7 +22,7 @@ from lightstack.core.checkpoints import (
     module_state_dict,
 )
 from lightstack.physics.config import PhysicsConfig
-from lightstack.physics.eval.metrics import nrmse_per_sample, nrmse_per_step
+from lightstack.physics.eval.metrics import nrmse_per_step, trajectory_nrmse_per_sample
 from lightstack.physics.models.consistency import ConsistencyResidual
 from lightstack.physics.models.diffusion import DiffusionResidual, LatentCorrector
 from lightstack.physics.models.surrogate import LatentSurrogate
@@ -122,7 +122,7 @@ def _measure(
         _synchronize(device)
         elapsed += time.perf_counter() - start
         truth = batch["fields"][:, 1:]
-        rollout_sum += float(nrmse_per_sample(rollout, truth).double().sum())
+        rollout_sum += float(trajectory_nrmse_per_sample(rollout, truth).double().sum())
         onestep = _onestep(model, batch, sample_steps, generator)
         onestep_sum += float(nrmse_per_step(onestep, truth).mean(dim=1).double().sum())
         trajectories += truth.shape[0]

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightstack.physics.config import PhysicsConfig
 from lightstack.physics.data.windows import PDEDataModule
-from lightstack.physics.eval.metrics import nrmse_per_sample
+from lightstack.physics.eval.metrics import nrmse_per_sample, trajectory_nrmse_per_sample
 from lightstack.physics.models.diffusion import DiffusionResidual, LatentCorrector
 from lightstack.physics.stages.base import PhysicsStage
 from lightstack.physics.stages.handoff import StageCheckpoint
@@ -100,9 +100,9 @@ class CorrectorStage(PhysicsStage):
 
         return {
             "nrmse": onestep(z_corr),
-            "rollout_nrmse": nrmse_per_sample(rollout, target),
+            "rollout_nrmse": trajectory_nrmse_per_sample(rollout, target),
             "operator_nrmse": onestep(z_pred),
-            "operator_rollout_nrmse": nrmse_per_sample(
+            "operator_rollout_nrmse": trajectory_nrmse_per_sample(
                 surrogate.rollout(fields[:, 0], grid, dt, params, t - 1), target
             ),
         }

@@ -16,7 +16,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from lightstack.physics.config import PhysicsConfig
-from lightstack.physics.eval.metrics import nrmse_per_sample
+from lightstack.physics.eval.metrics import nrmse_per_sample, trajectory_nrmse_per_sample
 from lightstack.physics.models.history import history_windows, stack_history, teacher_forced
 from lightstack.physics.models.layers import Block, CrossBlock
 from lightstack.physics.models.surrogate import LatentSurrogate
@@ -241,7 +241,7 @@ class OperatorStage(PhysicsStage):
         return {
             "loss": self._mse(onestep, target).expand(b),
             "nrmse": nrmse_per_sample(onestep, target).view(b, steps).mean(dim=1),
-            "rollout_nrmse": nrmse_per_sample(rollout, truth),
+            "rollout_nrmse": trajectory_nrmse_per_sample(rollout, truth),
         }
 
     def freezable_blocks(self) -> list[torch.nn.Module]:

@@ -84,28 +84,26 @@ def evaluate_steady(
     task_names: list[str],
     device: torch.device | str = "cpu",
 ) -> dict[str, dict[str, float]]:
-    """nRMSE, RMSE and max error of the solution per task (and ``"all"``), physical units."""
+    """PDEBench's nRMSE, RMSE, max error, cRMSE, bRMSE and fRMSE of the solution per task (and
+    ``"all"``), physical units: ``eval.metrics`` with one time step per sample."""
     model = model.to(device).eval()
-    sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    sums: dict[str, M.ErrorSums] = {}
+    nonfinite: dict[str, int] = defaultdict(int)
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
         pred = model(batch["coefficient"], batch["grid"], batch["params"])
         true = batch["solution"]
-        values = {
-            "nrmse": M.nrmse_per_sample(pred, true),
-            "rmse": M.rmse_per_sample(pred, true),
-            "max_error": M.max_error_per_sample(pred, true),
-        }
+        errors = M.sample_errors(pred.unsqueeze(1), true.unsqueeze(1))
+        bad = ~pred.flatten(1).isfinite().all(dim=1)
         groups = {"all": torch.ones_like(batch["task"], dtype=torch.bool)}
         groups |= {name: batch["task"] == i for i, name in enumerate(task_names)}
         for group, mask in groups.items():
             if mask.any():
-                for name, per_sample in values.items():
-                    sums[group][name] += float(per_sample[mask].double().sum())
-                sums[group]["samples"] += int(mask.sum())
+                sums.setdefault(group, M.ErrorSums(tuple(true.shape[1:-1]))).add(errors, mask)
+                nonfinite[group] += int(bad[mask].sum())
     if not sums:
         raise ValueError("evaluation data set is empty: no steady samples to evaluate")
     return {
-        group: {k: (v if k == "samples" else v / acc["samples"]) for k, v in acc.items()}
+        group: acc.metrics() | {"nonfinite_predictions": nonfinite[group], "samples": acc.count}
         for group, acc in sums.items()
     }
