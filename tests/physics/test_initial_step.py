@@ -7,7 +7,7 @@ import torch
 
 from lightstack.core.config import ConfigError
 from lightstack.physics.data.pdebench import PDEBenchError
-from lightstack.physics.eval.rollout import trajectory_metrics
+from lightstack.physics.eval.rollout import evaluate_batch, predict_trajectory
 from lightstack.physics.evaluate import evaluate_checkpoint, load_surrogate
 from lightstack.physics.models.history import history_windows, stack_history, teacher_forced
 from lightstack.physics.stages import build_datamodule, build_stage
@@ -51,7 +51,8 @@ def test_single_snapshot_stages_refuse_a_history(tiny_config, stage):
 
 @pytest.mark.slow
 def test_one_snapshot_evaluates_exactly_as_before(tiny_config):
-    """With initial_step=1 the metrics are those of the single-snapshot formulas, bit for bit."""
+    """With initial_step=1 the predictions are those of the single-snapshot formulas, bit for
+    bit."""
     torch.manual_seed(0)
     cfg = tiny_config()
     dm = build_datamodule(cfg)
@@ -61,7 +62,7 @@ def test_one_snapshot_evaluates_exactly_as_before(tiny_config):
     fields, grid, dt, params = batch["fields"], batch["grid"], batch["dt"], batch["params"]
     t = fields.shape[1]
     with torch.no_grad():
-        values, rollout = trajectory_metrics(model, batch, [4], [0.9])
+        prediction = predict_trajectory(model, batch)
         z = model.encode(fields[:, 0], grid)
         frames = []
         for _ in range(t - 1):
@@ -73,13 +74,16 @@ def test_one_snapshot_evaluates_exactly_as_before(tiny_config):
             dt.repeat_interleave(t - 1),
             params.repeat_interleave(t - 1, dim=0),
         ).view_as(fields[:, 1:])
+        result = evaluate_batch(model, batch, [0.9])
         stage_values = stage.evaluate_batch(batch)
-    assert torch.equal(rollout, torch.stack(frames, dim=1))
+    assert torch.equal(prediction[:, 0], fields[:, 0])
+    assert torch.equal(prediction[:, 1:], torch.stack(frames, dim=1))
     per_step = (onestep - fields[:, 1:]).flatten(2).norm(dim=-1) / fields[:, 1:].flatten(2).norm(
         dim=-1
     )
-    torch.testing.assert_close(values["onestep_nrmse"], per_step.mean(dim=1), rtol=0, atol=1e-6)
-    torch.testing.assert_close(stage_values["nrmse"], values["onestep_nrmse"], rtol=0, atol=1e-6)
+    onestep_nrmse = result.errors["onestep"]["nrmse"][:, 0]  # (B, T - 1), one channel
+    torch.testing.assert_close(onestep_nrmse.float(), per_step, rtol=0, atol=1e-6)
+    torch.testing.assert_close(stage_values["nrmse"], per_step.mean(dim=1), rtol=0, atol=1e-6)
 
 
 def test_operator_with_history_trains_and_evaluates(tiny_config, tmp_path):
@@ -94,16 +98,20 @@ def test_operator_with_history_trains_and_evaluates(tiny_config, tmp_path):
     metrics = summary["metrics"]["all"]
     # 21 snapshots, 2 of them inputs: the rollout covers 19 steps, horizon 16 among them
     assert torch.isfinite(torch.tensor(metrics["rollout_nrmse@16"]))
-    # persistence is measured from the last input snapshot (index 1), not the first
+    # the two given snapshots open the prediction; persistence repeats the last of them
     dm = build_datamodule(stored)
     batch = next(iter(dm.test_dataloader()))
-    values, rollout = trajectory_metrics(model, batch, [1], [0.9])
+    with torch.no_grad():
+        result = evaluate_batch(model, batch, [0.9])
     fields = batch["fields"]
-    assert rollout.shape[1] == fields.shape[1] - 2
+    assert result.prediction.shape == fields.shape
+    assert torch.equal(result.prediction[:, :2], fields[:, :2])
+    assert result.errors["rollout"]["nrmse"].shape[-1] == fields.shape[1] - 2
     persistence = (fields[:, 1] - fields[:, 2]).flatten(1).norm(dim=1) / fields[:, 2].flatten(
         1
     ).norm(dim=1)
-    torch.testing.assert_close(values["persistence_rollout_nrmse@1"], persistence)
+    first = result.errors["persistence"]["nrmse"][:, 0, 0].float()
+    torch.testing.assert_close(first, persistence)
 
 
 @pytest.mark.slow
