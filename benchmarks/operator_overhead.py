@@ -36,12 +36,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from bench_common import SameBatch, emit, sync
-from lightstack.core.compile import maybe_compile
 from lightstack.core.config import merge_overrides, validate
 from lightstack.core.optim import build_optimization
 from lightstack.core.trainer import build_trainer
 from lightstack.physics.config import PhysicsConfig
-from lightstack.physics.models.layers import Block, CrossBlock
 from lightstack.physics.stages.operator import OperatorStage
 from lightstack.physics.train import DEFAULT_MONITOR
 
@@ -242,9 +240,7 @@ def plain_run(cfg: PhysicsConfig, batch: Batch, args: argparse.Namespace, clock:
     stage = make_stage(cfg, batch).to(args.device)
     if args.precision == "bf16-true":
         stage.to(torch.bfloat16)
-    maybe_compile(
-        stage.model, cfg.model.compile, cfg.model.compile_mode, regions={Block, CrossBlock}
-    )
+    stage.configure_model()  # model.compile as Lightning's run applies it
     total = args.warmup + args.steps
     fused = cfg.trainer.gradient_clip_val is None
     optimization = build_optimization(cfg.optimizer, stage.trainable_module(), total, fused)

@@ -130,7 +130,9 @@ def plain_run(cfg: VideoConfig, batch: dict, args: argparse.Namespace, precision
     """A hand-written loop over the same module; ``model.compile`` goes through the same
     ``maybe_compile`` call as the module's ``configure_model``."""
     module = make_module(cfg).to(args.device).train()
-    maybe_compile(module.model.backbone, cfg.model.compile, cfg.model.compile_mode)
+    maybe_compile(
+        module.model.backbone, cfg.model.compile, cfg.model.compile_mode, device=args.device
+    )
     optimizer = build_optimizer(cfg.optimizer, module.model)
     for step in range(args.steps + args.warmup):
         if step == args.warmup:

@@ -114,3 +114,13 @@ def test_both_scripts_compile_on_cpu():
     assert [(r["compile"], r["model"]) for r in records] == [(True, "latent_operator")] * 2
     records, _ = json_records("operator_overhead.py", *TINY_OPERATOR, "--compile")
     assert records[-1]["ratio"] > 0 and records[0]["compile"] is True
+
+
+@pytest.mark.parametrize(
+    ("equation", "models"),
+    [("burgers1d", "operator,fno"), ("ns2d", "operator,fno"), ("darcy2d", "steady_prior,fno")],
+)
+def test_quality_per_compute_compares_each_problem_with_the_fno(equation, models):
+    proc = run_benchmark("quality_per_compute.py", "--equation", equation, "--models", "nothing")
+    assert proc.returncode == 2
+    assert f"--models nothing: choose from {models}" in proc.stderr

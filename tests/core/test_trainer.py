@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import warnings
+import sys
 
 import pytest
 import torch
@@ -12,10 +12,9 @@ from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 from torch.distributed.fsdp import ShardingStrategy
 
-from lightstack.core import compile as compile_mod
 from lightstack.core.callbacks.memory import MemoryCleanup
 from lightstack.core.callbacks.throughput import ThroughputMonitor, peak_flops
-from lightstack.core.compile import distributed_compile_problem, maybe_compile
+from lightstack.core.compile import COMPILE_GUARDS, compile_problem, maybe_compile
 from lightstack.core.config import ConfigError, apply_updates
 from lightstack.core.trainer import (
     build_profiler,
@@ -193,16 +192,29 @@ def test_maybe_compile_whole_model_or_regions():
         maybe_compile(Net(), True, regions={nn.Conv1d})
 
 
-def test_compile_disabled_on_known_broken_distributed_torch(monkeypatch):
-    assert distributed_compile_problem("2.1.2") is not None
-    assert distributed_compile_problem("2.11.0+cu130") is None
-    monkeypatch.setitem(compile_mod.BROKEN_DISTRIBUTED_COMPILE, ">=2.0", "a test reason")
-    with pytest.warns(UserWarning, match="disabled for this 2-process run.*a test reason"):
-        assert not maybe_compile(Net(), True, world_size=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert maybe_compile(Net(), True, world_size=1)
-        assert maybe_compile(Net(), True, world_size=2, force=True)
+@pytest.mark.parametrize(
+    ("guard", "device", "patch"),
+    [
+        ("no_cxx_compiler", "cpu", ("shutil.which", lambda name: None)),
+        ("no_triton", "cuda", ("importlib.util.find_spec", lambda name: None)),
+    ],
+)
+def test_compile_stays_eager_where_a_guard_fires(monkeypatch, guard, device, patch):
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(*patch)
+    assert compile_problem(device) == COMPILE_GUARDS[guard].reason
+    with pytest.warns(UserWarning, match=f"model.compile is off for this run on {device}"):
+        assert not maybe_compile(Net(), True, device=device)
+    net = Net()
+    assert maybe_compile(net, True, device=device, force=True) and _compiled(net)
+
+
+def test_compiler_guard_reads_cxx(monkeypatch):
+    no_compiler = COMPILE_GUARDS["no_cxx_compiler"].fires
+    monkeypatch.setenv("CXX", sys.executable)  # any executable stands for a compiler here
+    assert not no_compiler(torch.device("cpu"))
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    assert no_compiler(torch.device("cpu")) and not no_compiler(torch.device("cuda"))
 
 
 # --- CLI flags and config updates -----------------------------------------------------------

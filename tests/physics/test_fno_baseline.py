@@ -156,3 +156,28 @@ def test_benchmark_script_prints_one_json_line_per_model_and_the_ratio(tmp_path)
         "advection1d_n8_seed0_test.h5",
         "advection1d_n8_seed0_train.h5",
     ]
+
+
+@pytest.mark.slow
+def test_steady_fno_learns_the_darcy_map(tiny_config, tmp_path):
+    from lightstack.physics.data.generate import generate
+    from lightstack.physics.stages.fno_baseline import SteadyFNO, SteadyFNOStage, load_fno
+    from lightstack.physics.stages.steady_prior import evaluate_steady
+
+    darcy = generate("darcy2d", tmp_path / "darcy.hdf5", samples=24, seed=0, n=16)
+    torch.manual_seed(0)
+    cfg = tiny_config(
+        *FNO, "fno.steady=true", "data.reduced_resolution=1", "trainer.max_epochs=3",
+        "optimizer.lr=3e-3", files=[darcy],
+    )  # fmt: skip
+    dm = build_datamodule(cfg)
+    stage = build_stage(with_data_shapes(cfg, dm), dm)
+    assert isinstance(stage, SteadyFNOStage) and isinstance(stage.model, SteadyFNO)
+    assert stage.model.fno.in_channels == 1 + 2  # the coefficient and two coordinates
+    result = train(cfg, tmp_path / "run", resume="never")
+    model, saved, tasks = load_fno(result.last_checkpoint)
+    assert isinstance(model, SteadyFNO) and saved.fno.steady
+    loader = torch.utils.data.DataLoader(dm.windows("test", None), batch_size=8)
+    scores = evaluate_steady(model, loader, tasks)["all"]
+    assert 0 < scores["nrmse"] < 1
+    torch.testing.assert_close(scores["nrmse"], result.metrics["val/nrmse"], rtol=0.5, atol=0)

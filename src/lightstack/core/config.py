@@ -201,7 +201,9 @@ class TrainingConfig(Section):
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     profile: Literal["none", "simple", "advanced", "pytorch"] = "none"
     profile_schedule: ProfileScheduleConfig = ProfileScheduleConfig()
-    force_compile_distributed: bool = False
+    force_compile: bool = Field(
+        False, description="compile even where a guard of core.compile.COMPILE_GUARDS fires"
+    )
     memory_cleanup: MemoryCleanupConfig = MemoryCleanupConfig()
     oom_recovery: OOMRecoveryConfig = OOMRecoveryConfig()
     tune: TuneConfig = TuneConfig()

@@ -10,6 +10,9 @@ from pydantic import Field, model_validator
 from lightstack.core.config import DataLoaderConfig, RunConfig, Section
 
 Stage = Literal["operator", "diff_residual", "consistency_distill", "steady_prior", "fno"]
+# Stages whose models take ``data.initial_step`` snapshots; the correctors work on the latent of
+# one snapshot and the steady prior has no time axis.
+HISTORY_STAGES: tuple[Stage, ...] = ("operator", "fno")
 
 
 class PhysicsDataConfig(Section):
@@ -23,6 +26,13 @@ class PhysicsDataConfig(Section):
     )
     reduced_resolution: int = Field(1, ge=1, description="spatial stride, as in PDEBench")
     reduced_resolution_t: int = Field(1, ge=1, description="time stride, as in PDEBench")
+    initial_step: int = Field(
+        1,
+        ge=1,
+        description="input snapshots per prediction, PDEBench's initial_step: models see the last "
+        "initial_step snapshots (stacked on channels, oldest first) and metrics count only the "
+        "steps after them",
+    )
     val_fraction: float = Field(0.1, ge=0, lt=1, description="of training samples, if no val_files")
     test_fraction: float = Field(
         0.1, ge=0, lt=1, description="of training samples, if no test_files"
@@ -43,6 +53,12 @@ class PhysicsDataConfig(Section):
     stats_samples: int = Field(64, ge=1, description="samples used for normalisation statistics")
     task_weights: dict[str, Annotated[float, Field(ge=0)]] | None = Field(
         None, description="task name -> sampling weight of its training windows (default: uniform)"
+    )
+    resident: bool = Field(
+        False,
+        description="keep the training split on the training device as one tensor and cut "
+        "batches there (no loader workers, collation or host-to-device copies); for training "
+        "sets that fit in device memory",
     )
     loader: DataLoaderConfig = DataLoaderConfig()
 
@@ -77,6 +93,15 @@ class SurrogateConfig(Section):
     channels: int | None = Field(None, ge=1)
     spatial_shape: list[int] | None = None
     n_params: int = Field(0, ge=0)
+    initial_step: int = Field(
+        1, ge=1, description="input snapshots the encoder takes (filled from data.initial_step)"
+    )
+    predict_increment: bool = Field(
+        False,
+        description="predictions are the last input snapshot plus the decoded change since it, "
+        "u_t + D(z_t+k) - D(z_t), so the autoencoder's reconstruction error of u_t cancels "
+        "(operator stage)",
+    )
     compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
 
@@ -324,6 +349,11 @@ class FNOConfig(Section):
     modes: int = Field(32, ge=2, description="Fourier modes per axis, neuraloperator's n_modes")
     width: int = Field(64, ge=1, description="hidden channels")
     layers: int = Field(4, ge=1, description="Fourier layers")
+    steady: bool = Field(
+        False,
+        description="learn the steady coefficient -> solution map of Darcy files (the "
+        "steady_prior stage's task) instead of a time step",
+    )
 
 
 class PhysicsConfig(RunConfig):
@@ -347,3 +377,23 @@ class PhysicsConfig(RunConfig):
     champion: ChampionConfig = ChampionConfig()
     pipeline: PipelineConfig = PipelineConfig()
     cache: LatentCacheConfig = LatentCacheConfig()
+
+    @model_validator(mode="after")
+    def _increment_supported(self) -> PhysicsConfig:
+        if self.model.predict_increment and self.stage != "operator":
+            raise ValueError(
+                f"model.predict_increment is an operator-stage option; stage {self.stage!r} "
+                "decodes latents directly (set model.predict_increment=false)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _history_supported(self) -> PhysicsConfig:
+        steady = self.stage == "steady_prior" or (self.stage == "fno" and self.fno.steady)
+        if self.data.initial_step > 1 and (steady or self.stage not in HISTORY_STAGES):
+            raise ValueError(
+                f"data.initial_step={self.data.initial_step}: stage {self.stage!r} takes one input "
+                f"snapshot; only {', '.join(HISTORY_STAGES)} take a history (set "
+                "data.initial_step=1)"
+            )
+        return self

@@ -35,7 +35,6 @@ from lightstack.physics.eval.plots import plot_predictions
 from lightstack.physics.eval.predictions import open_predictions
 from lightstack.physics.eval.report import read_step_log, write_report
 from lightstack.physics.eval.rollout import (
-    INITIAL_STEP,
     BatchResult,
     EvaluationTotals,
     PredictionSink,
@@ -185,7 +184,11 @@ def samples_per_task(
             name = task_names[task] if task < len(task_names) else str(task)
             samples.append(
                 RolloutSample(
-                    name, item["fields"][0].cpu(), prediction[0].cpu(), item["grid"][0].cpu()
+                    name,
+                    item["fields"][0].cpu(),
+                    prediction[0].cpu(),
+                    item["grid"][0].cpu(),
+                    model.initial_step,
                 )
             )
     return samples
@@ -317,7 +320,7 @@ def evaluate_checkpoint(
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)  # the corrected stages sample their residuals
     with open_predictions(
-        out_dir / "predictions.hdf5", task_names, INITIAL_STEP, time_coordinate(dataset)
+        out_dir / "predictions.hdf5", task_names, model.initial_step, time_coordinate(dataset)
     ) as predictions:
         if engine == "lightning":
             results = lightning_metrics(

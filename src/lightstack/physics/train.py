@@ -16,9 +16,15 @@ DEFAULT_MONITOR = "val/nrmse"
 
 
 def with_data_shapes(cfg: PhysicsConfig, dm: PDEDataModule) -> PhysicsConfig:
-    """Fill the model fields that come from the data (channels, grid, number of parameters)."""
+    """Fill the model fields that come from the data (channels, grid, number of parameters,
+    input snapshots)."""
     model = cfg.model.model_copy(
-        update={"channels": dm.channels, "spatial_shape": dm.spatial_shape, "n_params": dm.n_params}
+        update={
+            "channels": dm.channels,
+            "spatial_shape": dm.spatial_shape,
+            "n_params": dm.n_params,
+            "initial_step": cfg.data.initial_step,
+        }
     )
     data = cfg.data.model_copy(update={"task_names": dm.task_names})
     resolved = cfg.model_copy(update={"model": model, "data": data})

@@ -52,17 +52,18 @@ class VideoModule(L.LightningModule):
         return self.model(video, view_mask, view_ids)
 
     def configure_model(self) -> None:
-        """Compile the backbone once the world size is known (``model.compile``).
+        """Compile the backbone once the device is known (``model.compile``).
 
         Only the backbone: it holds nearly all of the compute, and the view gather around it
         (``video[view_mask]``, a data-dependent shape) would split a whole-model graph.
         """
+        trainer = self._trainer
         maybe_compile(
             self.model.backbone,
             self.cfg.model.compile,
             self.cfg.model.compile_mode,
-            self.trainer.world_size,
-            self.cfg.training.force_compile_distributed,
+            device=trainer.strategy.root_device if trainer is not None else self.device,
+            force=self.cfg.training.force_compile,
         )
 
     # --- training ----------------------------------------------------------------------------

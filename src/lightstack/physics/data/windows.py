@@ -1,8 +1,9 @@
 """Trajectory windows from PDEBench files, and the LightningDataModule that serves them.
 
-A training example is ``horizon + 1`` consecutive (strided) snapshots of one sample, so the
-operator stage can learn one-step and multi-step rollouts from the same batch. Files stay on
-disk: every worker opens its own lazy handle and reads only the window it needs.
+A training example is ``initial_step + horizon`` consecutive (strided) snapshots of one sample:
+the input history (``data.initial_step`` snapshots, 1 by default) and ``horizon`` snapshots
+after it, so the operator stage can learn one-step and multi-step rollouts from the same batch.
+Files stay on disk: every worker opens its own lazy handle and reads only the window it needs.
 """
 
 from __future__ import annotations
@@ -73,9 +74,10 @@ def pdebench_split(n: int, test_ratio: float, seed_groups: bool) -> Split:
 
 
 class TrajectoryWindows(Dataset):
-    """All windows of ``horizon + 1`` snapshots of the chosen samples of one file.
+    """All windows of ``initial_step + horizon`` snapshots of the chosen samples of one file.
 
-    With ``horizon=None`` each item is the whole trajectory (evaluation rollouts).
+    With ``horizon=None`` each item is the whole trajectory (evaluation rollouts), which must
+    hold at least one step after its ``initial_step`` input snapshots.
     """
 
     def __init__(
@@ -85,21 +87,25 @@ class TrajectoryWindows(Dataset):
         horizon: int | None,
         params: np.ndarray,
         task_id: int = 0,
+        initial_step: int = 1,
     ):
         self.reader = reader
         self.samples = np.asarray(samples)
-        self.horizon = horizon
+        self.length = None if horizon is None else initial_step + horizon
         self.params = torch.as_tensor(params, dtype=torch.float32)
         self.task_id = task_id
         n_times = reader.info.n_times
-        if horizon is not None and n_times < horizon + 1:
+        after = 1 if horizon is None else horizon
+        needed = initial_step + after
+        if n_times < needed:
             raise PDEBenchError(
                 reader.info.path,
                 "t-coordinate",
-                f"at least {horizon + 1} time steps after reduction",
+                f"at least {needed} time steps after reduction (data.initial_step={initial_step} "
+                f"inputs and {after} to predict)",
                 f"{n_times}",
             )
-        self.starts = 1 if horizon is None else n_times - horizon
+        self.starts = 1 if self.length is None else n_times - self.length + 1
         self.grid = torch.from_numpy(reader.grid())
         self.dt = time_step(reader)
 
@@ -108,7 +114,7 @@ class TrajectoryWindows(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         sample, start = divmod(index, self.starts)
-        stop = None if self.horizon is None else start + self.horizon + 1
+        stop = None if self.length is None else start + self.length
         fields = read_finite(self.reader, int(self.samples[sample]), slice(start, stop))
         return {
             "fields": torch.from_numpy(fields),
@@ -249,7 +255,12 @@ class PDEDataModule(ResumableDataModule):
                 task = self._task_of(reader)
                 datasets.append(
                     TrajectoryWindows(
-                        reader, samples, horizon, file_params(reader, self.cfg.param_keys), task
+                        reader,
+                        samples,
+                        horizon,
+                        file_params(reader, self.cfg.param_keys),
+                        task,
+                        self.cfg.initial_step,
                     )
                 )
             return datasets
@@ -260,6 +271,7 @@ class PDEDataModule(ResumableDataModule):
                 horizon,
                 file_params(reader, self.cfg.param_keys),
                 task,
+                self.cfg.initial_step,
             )
             for task, (reader, split) in enumerate(zip(self.readers, self.splits, strict=True))
         ]
@@ -289,16 +301,26 @@ class PDEDataModule(ResumableDataModule):
         )
 
     def training_windows(self, horizon: int | None) -> Dataset:
-        """Training windows of ``horizon + 1`` snapshots as training steps see them (a subclass
-        may serve them in another form, e.g. cached latents)."""
+        """Training windows of ``initial_step + horizon`` snapshots as training steps see them
+        (a subclass may serve them in another form, e.g. cached latents)."""
         return self.windows("train", horizon)
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled windows, or drawn by ``data.task_weights``; resumable mid-epoch."""
+        """Shuffled windows, or drawn by ``data.task_weights``; resumable mid-epoch. With
+        ``data.resident`` the windows are cut from one tensor on the training device."""
         dataset = self.training_windows(self.horizon)
         weights = self.cfg.task_weights
         if weights is not None:
             weights = window_weights(dataset, self.task_names, weights)
+        if self.cfg.resident:
+            # imported here: resident.py builds on this module's TrajectoryWindows
+            from lightstack.physics.data.resident import ResidentWindows, whole_batch
+
+            device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
+            resident = ResidentWindows(dataset, device)
+            return self.resumable_loader(
+                resident, self.batch_size, weights=weights, collate_fn=whole_batch
+            )
         return self.resumable_loader(
             dataset, self.batch_size, weights=weights, **self._worker_options()
         )

@@ -17,9 +17,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightstack.physics.eval import metrics as M
+from lightstack.physics.models.history import history_windows, stack_history
 from lightstack.physics.models.surrogate import LatentSurrogate
 
-INITIAL_STEP = 1  # snapshots given to the model; the rest of each trajectory is predicted
 # Error sets scored per batch: the model's rollout and one-step predictions and persistence.
 ERROR_SETS = ("rollout", "persistence", "onestep", "persistence_onestep")
 
@@ -33,18 +33,17 @@ class RolloutSample:
     truth: torch.Tensor
     prediction: torch.Tensor
     grid: torch.Tensor
-    initial_step: int = INITIAL_STEP
+    initial_step: int = 1
 
 
-def predict_trajectory(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], initial_step: int = INITIAL_STEP
-) -> torch.Tensor:
-    """The model's rollout of ``batch["fields"]`` ``(B, T, *S, C)``: the given snapshots, then
-    the predicted ones, so it lines up with the truth step by step."""
-    fields = batch["fields"]
+def predict_trajectory(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The model's rollout of ``batch["fields"]`` ``(B, T, *S, C)``: the given snapshots (the
+    model's ``initial_step``), then the predicted ones, so it lines up with the truth step by
+    step."""
+    fields, initial_step = batch["fields"], model.initial_step
     steps = fields.shape[1] - initial_step
     rollout = model.rollout(
-        fields[:, initial_step - 1], batch["grid"], batch["dt"], batch["params"], steps
+        stack_history(fields[:, :initial_step]), batch["grid"], batch["dt"], batch["params"], steps
     )
     return torch.cat([fields[:, :initial_step], rollout.to(fields.dtype)], dim=1)
 
@@ -64,19 +63,20 @@ def evaluate_batch(
     model: torch.nn.Module,
     batch: dict[str, torch.Tensor],
     thresholds: Iterable[float],
-    initial_step: int = INITIAL_STEP,
 ) -> BatchResult:
+    """Errors of one batch of whole trajectories, given the model's ``initial_step`` snapshots
+    (stacked into its input history, ``models.history``)."""
     fields, grid, dt, params = batch["fields"], batch["grid"], batch["dt"], batch["params"]
-    t = fields.shape[1]
+    t, initial_step = fields.shape[1], model.initial_step
     truth = fields[:, initial_step:]
     inputs = fields[:, initial_step - 1 : -1]
     onestep = model(
-        inputs.flatten(0, 1),
+        history_windows(fields[:, :-1], initial_step).flatten(0, 1),
         grid.repeat_interleave(t - initial_step, dim=0),
         dt.repeat_interleave(t - initial_step),
         params.repeat_interleave(t - initial_step, dim=0),
     ).view_as(truth)
-    prediction = predict_trajectory(model, batch, initial_step)
+    prediction = predict_trajectory(model, batch)
     rollout = prediction[:, initial_step:]
     persistence = fields[:, initial_step - 1 : initial_step].expand_as(truth)
     errors = {
@@ -199,6 +199,7 @@ def evaluate_model(
                     batch["fields"][i].cpu(),
                     result.prediction[i].cpu(),
                     batch["grid"][i].cpu(),
+                    model.initial_step,
                 )
             )
     return totals.results(horizons), samples

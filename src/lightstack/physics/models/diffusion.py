@@ -140,6 +140,12 @@ class LatentCorrector(nn.Module):
             "alphas_cumprod", self.scheduler.alphas_cumprod.clone().float(), persistent=False
         )
 
+    @property
+    def initial_step(self) -> int:
+        """Input snapshots per prediction, the surrogate's (1: the correctors' stages refuse a
+        longer history, ``config.HISTORY_STAGES``)."""
+        return self.surrogate.initial_step
+
     # --- residuals ---------------------------------------------------------------------------
     @staticmethod
     def context(z_in: torch.Tensor, z_pred: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,9 @@
 
 Fields go in and come out in physical units: per-channel normalisation statistics are buffers
 of the module, so a plain ``state_dict`` reproduces the trained model with no Lightning and no
-data set at hand.
+data set at hand. The encoder takes the last ``initial_step`` snapshots stacked on channels
+(``models.history``); the latent state then stands for that whole history, and the operator
+advances it in latent space as it does a single snapshot's.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ class LatentSurrogate(nn.Module):
         common = dict(
             width=cfg.width, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout
         )
+        self.initial_step = cfg.initial_step
         self.encoder = PatchEncoder(
-            cfg.channels,
+            cfg.channels * cfg.initial_step,
             dims,
             patch=cfg.patch_size,
             depth=cfg.encoder_depth,
@@ -46,8 +49,9 @@ class LatentSurrogate(nn.Module):
 
     # --- the three parts, in physical units at the edges -----------------------------------
     def encode(self, u: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-        """``u`` (B, *S, C), ``grid`` (B, *S, d) -> latent tokens (B, N, width)."""
-        return self.encoder((u - self.mean) / self.std, grid)
+        """``u`` (B, *S, initial_step * C) history, ``grid`` (B, *S, d) -> tokens (B, N, width)."""
+        k = self.initial_step
+        return self.encoder((u - self.mean.repeat(k)) / self.std.repeat(k), grid)
 
     def step(self, z: torch.Tensor, dt: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """One latent time step; ``dt`` (B,), ``params`` (B, n_params)."""
@@ -71,11 +75,21 @@ class LatentSurrogate(nn.Module):
         return values.view(*grid.shape[:-1], -1)
 
     # --- whole-field conveniences -------------------------------------------------------------
+    def anchor(self, u: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
+        """What ``model.predict_increment`` adds to every decoded prediction: the last snapshot
+        of the history ``u`` (B, *S, K * C) minus its decoding ``decoded`` (B, *S, C), so a
+        prediction is ``u_t + D(z_t+k) - D(z_t)``."""
+        return u[..., -decoded.shape[-1] :] - decoded
+
     def forward(
         self, u: torch.Tensor, grid: torch.Tensor, dt: torch.Tensor, params: torch.Tensor
     ) -> torch.Tensor:
-        """One-step prediction ``u(t) -> u(t + dt)`` on the grid."""
-        return self.decode_grid(self.step(self.encode(u, grid), dt, params), grid)
+        """One-step prediction on the grid: history ``u`` up to ``t`` -> ``u(t + dt)``."""
+        z = self.encode(u, grid)
+        pred = self.decode_grid(self.step(z, dt, params), grid)
+        if self.cfg.predict_increment:
+            pred = pred + self.anchor(u, self.decode_grid(z, grid))
+        return pred
 
     def rollout(
         self,
@@ -85,10 +99,13 @@ class LatentSurrogate(nn.Module):
         params: torch.Tensor,
         steps: int,
     ) -> torch.Tensor:
-        """Autoregressive rollout in latent space, decoded every step: (B, steps, *S, C)."""
+        """Autoregressive rollout in latent space from the history ``u0`` (B, *S, K * C),
+        decoded every step: (B, steps, *S, C)."""
         z = self.encode(u0, grid)
+        anchor = self.anchor(u0, self.decode_grid(z, grid)) if self.cfg.predict_increment else None
         frames = []
         for _ in range(steps):
             z = self.step(z, dt, params)
-            frames.append(self.decode_grid(z, grid))
+            frame = self.decode_grid(z, grid)
+            frames.append(frame if anchor is None else frame + anchor)
         return torch.stack(frames, dim=1)

@@ -17,7 +17,7 @@ from lightstack.physics.data.steady import SteadyDataModule
 from lightstack.physics.data.windows import PDEDataModule
 from lightstack.physics.stages.consistency_distill import ConsistencyStage
 from lightstack.physics.stages.diff_residual import DiffResidualStage
-from lightstack.physics.stages.fno_baseline import FNOStage
+from lightstack.physics.stages.fno_baseline import FNOStage, SteadyFNOStage
 from lightstack.physics.stages.handoff import load_stage_checkpoint
 from lightstack.physics.stages.operator import OperatorStage
 from lightstack.physics.stages.steady_prior import SteadyPriorStage
@@ -45,7 +45,7 @@ LATENT_CACHE_STAGES = {"diff_residual", "consistency_distill"}
 def build_datamodule(cfg: PhysicsConfig) -> PDEDataModule:
     """Trajectory windows for the time-dependent stages, (coefficient, solution) pairs for
     ``steady_prior``."""
-    if cfg.stage == "steady_prior":
+    if cfg.stage == "steady_prior" or (cfg.stage == "fno" and cfg.fno.steady):
         return SteadyDataModule(cfg.data)
     if cfg.cache.enabled and cfg.stage in LATENT_CACHE_STAGES:
         progress = cfg.logging.progress_bar != "none"
@@ -65,7 +65,8 @@ def build_stage(cfg: PhysicsConfig, dm: PDEDataModule) -> L.LightningModule:
                 f"stage {cfg.stage!r} does not start from another stage's checkpoint, but "
                 f"init_from is set ({cfg.init_from}); remove it"
             )
-        if cfg.stage in ("operator", "fno"):
+        steady = cfg.stage == "steady_prior" or (cfg.stage == "fno" and cfg.fno.steady)
+        if not steady:
             stage = STAGES[cfg.stage](cfg, dm.task_names)
             stage.model.set_normalization(*dm.field_stats())
             return stage
@@ -74,7 +75,8 @@ def build_stage(cfg: PhysicsConfig, dm: PDEDataModule) -> L.LightningModule:
                 f"stage {cfg.stage!r} trains on steady (Darcy) samples: build its data module "
                 "with build_datamodule(cfg), not a trajectory PDEDataModule"
             )
-        return STAGES[cfg.stage].from_datamodule(cfg, dm)
+        stage_class = SteadyFNOStage if cfg.stage == "fno" else STAGES[cfg.stage]
+        return stage_class.from_datamodule(cfg, dm)
     parent = load_stage_checkpoint(cfg.init_from, requires, cfg)
     stage = STAGES[cfg.stage].from_datamodule(cfg, dm, parent)
     if isinstance(dm, LatentCacheDataModule):

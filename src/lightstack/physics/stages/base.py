@@ -10,9 +10,11 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from lightstack.core.checkpoints import META_KEY, make_metadata
+from lightstack.core.compile import maybe_compile
 from lightstack.core.config import to_dict
 from lightstack.core.optim import build_optimization
 from lightstack.physics.config import PhysicsConfig
+from lightstack.physics.models.layers import Block, CrossBlock
 
 
 class PhysicsStage(L.LightningModule):
@@ -40,6 +42,27 @@ class PhysicsStage(L.LightningModule):
 
     def evaluate_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def compile_targets(self) -> tuple[nn.Module, set[type[nn.Module]] | None]:
+        """What ``model.compile`` compiles: a module and the block types compiled one by one
+        inside it (None: the module as a whole). Default: every transformer block of the stage
+        (the trainable network and any frozen ones it calls), since training and rollouts
+        call several methods of a model, not only ``forward``."""
+        return self, {Block, CrossBlock}
+
+    def configure_model(self) -> None:
+        """``model.compile`` through ``core.compile.maybe_compile``, for every stage: here the
+        device is known and DDP/FSDP have not wrapped the model yet."""
+        trainer = self._trainer
+        module, regions = self.compile_targets()
+        maybe_compile(
+            module,
+            self.cfg.model.compile,
+            self.cfg.model.compile_mode,
+            device=trainer.strategy.root_device if trainer is not None else self.device,
+            force=self.cfg.training.force_compile,
+            regions=regions,
+        )
 
     def trainable_module(self) -> nn.Module:
         """The part of the model the optimizer steps (the whole model unless a stage says)."""

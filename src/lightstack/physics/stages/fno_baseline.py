@@ -19,9 +19,13 @@ from torch import nn
 
 from lightstack.core.optim import build_optimization
 from lightstack.physics.config import FNOConfig, PhysicsConfig, SurrogateConfig
+from lightstack.physics.data.steady import SteadyDataModule
+from lightstack.physics.models.history import teacher_forced
+from lightstack.physics.models.steady import COEFFICIENT_CHANNELS, SteadyPrior
 from lightstack.physics.stages.base import PhysicsStage
 from lightstack.physics.stages.handoff import read_stage_checkpoint
 from lightstack.physics.stages.operator import OperatorStage
+from lightstack.physics.stages.steady_prior import SteadyPriorStage
 
 
 @cache
@@ -46,31 +50,50 @@ def fno_class() -> type[nn.Module]:
     return PlainStateFNO
 
 
+def build_fno(cfg: FNOConfig, shapes: SurrogateConfig, field_channels: int) -> nn.Module:
+    """neuraloperator's FNO taking ``field_channels`` field channels, the grid coordinates and
+    the PDE parameters (constant over the grid), and giving ``shapes.channels``."""
+    shapes.check_data_shapes()
+    smallest = min(shapes.spatial_shape)
+    if cfg.modes > smallest:
+        raise ValueError(
+            f"fno.modes ({cfg.modes}) exceeds the grid: at most {smallest} modes fit an axis "
+            f"of {smallest} points (model.spatial_shape {shapes.spatial_shape})"
+        )
+    dims = len(shapes.spatial_shape)
+    return fno_class()(
+        n_modes=(cfg.modes,) * dims,
+        in_channels=field_channels + dims + shapes.n_params,
+        out_channels=shapes.channels,
+        hidden_channels=cfg.width,
+        n_layers=cfg.layers,
+        positional_embedding=None,  # the data's own coordinates are input channels
+    )
+
+
+def fno_inputs(x: torch.Tensor, grid: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Channels-first FNO input: field ``x`` (B, *S, F), grid (B, *S, d), parameters (B, P)."""
+    spatial = x.shape[1:-1]
+    constants = params.view(params.shape[0], *(1,) * len(spatial), -1)
+    inputs = torch.cat(
+        [x, grid.to(x.dtype), constants.expand(-1, *spatial, -1).to(x.dtype)], dim=-1
+    )
+    return inputs.movedim(-1, 1)
+
+
 class FNOSurrogate(nn.Module):
     """One-step FNO ``u(t) -> u(t + dt)`` on a regular grid, physical units in and out.
 
-    Input channels: the normalised field, the grid coordinates and the PDE parameters (constant
-    over the grid). ``dt`` is not an input: a data set has one time step.
+    Input channels: the normalised history of ``initial_step`` snapshots (stacked on channels,
+    ``models.history``), the grid coordinates and the PDE parameters (constant over the grid),
+    as PDEBench's FNO takes them. ``dt`` is not an input: a data set has one time step.
     """
 
     def __init__(self, cfg: FNOConfig, shapes: SurrogateConfig):
         super().__init__()
         shapes.check_data_shapes()
-        smallest = min(shapes.spatial_shape)
-        if cfg.modes > smallest:
-            raise ValueError(
-                f"fno.modes ({cfg.modes}) exceeds the grid: at most {smallest} modes fit an axis "
-                f"of {smallest} points (model.spatial_shape {shapes.spatial_shape})"
-            )
-        dims = len(shapes.spatial_shape)
-        self.fno = fno_class()(
-            n_modes=(cfg.modes,) * dims,
-            in_channels=shapes.channels + dims + shapes.n_params,
-            out_channels=shapes.channels,
-            hidden_channels=cfg.width,
-            n_layers=cfg.layers,
-            positional_embedding=None,  # the data's own coordinates are input channels
-        )
+        self.initial_step = shapes.initial_step
+        self.fno = build_fno(cfg, shapes, shapes.channels * shapes.initial_step)
         self.register_buffer("mean", torch.zeros(shapes.channels))
         self.register_buffer("std", torch.ones(shapes.channels))
 
@@ -78,20 +101,21 @@ class FNOSurrogate(nn.Module):
         self.mean.copy_(mean)
         self.std.copy_(std)
 
+    def _normalise(self, u: torch.Tensor) -> torch.Tensor:
+        """A history (B, *S, K * C) in normalised units."""
+        k = self.initial_step
+        return (u - self.mean.repeat(k)) / self.std.repeat(k)
+
     def step(self, x: torch.Tensor, grid: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """One step in normalised units: ``x`` (B, *S, C), ``grid`` (B, *S, d) -> (B, *S, C)."""
-        spatial = x.shape[1:-1]
-        constants = params.view(params.shape[0], *(1,) * len(spatial), -1)
-        inputs = torch.cat(
-            [x, grid.to(x.dtype), constants.expand(-1, *spatial, -1).to(x.dtype)], dim=-1
-        )
-        return self.fno(inputs.movedim(-1, 1)).movedim(1, -1)
+        """One step in normalised units: history ``x`` (B, *S, K * C), ``grid`` (B, *S, d) ->
+        the next snapshot (B, *S, C)."""
+        return self.fno(fno_inputs(x, grid, params)).movedim(1, -1)
 
     def forward(
         self, u: torch.Tensor, grid: torch.Tensor, dt: torch.Tensor, params: torch.Tensor
     ) -> torch.Tensor:
-        """One-step prediction ``u(t) -> u(t + dt)`` in physical units."""
-        return self.step((u - self.mean) / self.std, grid, params) * self.std + self.mean
+        """One-step prediction, history ``u`` up to ``t`` -> ``u(t + dt)``, physical units."""
+        return self.step(self._normalise(u), grid, params) * self.std + self.mean
 
     def rollout(
         self,
@@ -101,21 +125,46 @@ class FNOSurrogate(nn.Module):
         params: torch.Tensor,
         steps: int,
     ) -> torch.Tensor:
-        """Autoregressive rollout in normalised units: (B, steps, *S, C) in physical units."""
-        x = (u0 - self.mean) / self.std
+        """Autoregressive rollout in normalised units from the history ``u0`` (B, *S, K * C),
+        each prediction replacing the oldest snapshot of the history as in PDEBench's FNO:
+        (B, steps, *S, C) in physical units."""
+        x = self._normalise(u0)
+        channels = self.mean.numel()
         frames = []
         for _ in range(steps):
-            x = self.step(x, grid, params)
-            frames.append(x)
+            frame = self.step(x, grid, params)
+            frames.append(frame)
+            x = torch.cat([x[..., channels:], frame], dim=-1)
         return torch.stack(frames, dim=1) * self.std + self.mean
 
 
+class SteadyFNO(nn.Module):
+    """FNO on a steady map, coefficient ``a(x)`` -> solution ``u(x)`` (``fno.steady``), with
+    ``SteadyPrior``'s calling convention and normalisation buffers, physical units in and out."""
+
+    def __init__(self, cfg: FNOConfig, shapes: SurrogateConfig):
+        super().__init__()
+        self.fno = build_fno(cfg, shapes, COEFFICIENT_CHANNELS)
+        self.register_buffer("in_mean", torch.zeros(COEFFICIENT_CHANNELS))
+        self.register_buffer("in_std", torch.ones(COEFFICIENT_CHANNELS))
+        self.register_buffer("mean", torch.zeros(shapes.channels))
+        self.register_buffer("std", torch.ones(shapes.channels))
+
+    set_normalization = SteadyPrior.set_normalization
+
+    def forward(self, a: torch.Tensor, grid: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """The solution on ``grid``: (B, *S, C)."""
+        x = (a - self.in_mean) / self.in_std
+        return self.fno(fno_inputs(x, grid, params)).movedim(1, -1) * self.std + self.mean
+
+
 class FNOStage(PhysicsStage):
-    """Teacher-forced one-step training of ``FNOSurrogate`` on every consecutive pair of
-    snapshots in a window; mean squared error in normalised units."""
+    """Teacher-forced one-step training of ``FNOSurrogate`` on every step of a window that has
+    a full history before it; mean squared error in normalised units."""
 
     stage = "fno"
     metric_names = ("loss", "nrmse", "rollout_nrmse")
+    network: type[nn.Module] = FNOSurrogate
 
     # The operator stage's loss and validation metrics, unchanged: they use only the surrogate
     # interface (forward, rollout, std) that FNOSurrogate shares, so both report the same things.
@@ -124,20 +173,25 @@ class FNOStage(PhysicsStage):
 
     def __init__(self, cfg: PhysicsConfig, task_names: list[str]):
         super().__init__(cfg, task_names)
-        self.model = FNOSurrogate(cfg.fno, cfg.model)
+        self.model = self.network(cfg.fno, cfg.model)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        fields = batch["fields"]
-        pairs = fields.shape[1] - 1
+        inputs, targets = teacher_forced(batch["fields"], self.model.initial_step)
+        pairs = inputs.shape[1]
         pred = self.model(
-            fields[:, :-1].flatten(0, 1),
+            inputs.flatten(0, 1),
             batch["grid"].repeat_interleave(pairs, dim=0),
             batch["dt"].repeat_interleave(pairs),
             batch["params"].repeat_interleave(pairs, dim=0),
         )
-        loss = self._mse(pred, fields[:, 1:].flatten(0, 1))
+        loss = self._mse(pred, targets.flatten(0, 1))
         self.log("train/loss", loss, on_step=True, on_epoch=True)
         return loss
+
+    def compile_targets(self) -> tuple[nn.Module, None]:
+        """The FNO as a whole: its spectral layers are one graph (``forward`` and ``rollout``
+        both call it)."""
+        return self.model.fno, None
 
     def configure_optimizers(self) -> dict[str, Any]:
         """Unfused AdamW: the spectral weights are complex, and torch's fused kernels take
@@ -150,12 +204,34 @@ class FNOStage(PhysicsStage):
         )
 
 
+class SteadyFNOStage(FNOStage):
+    """``fno`` with ``fno.steady``: the FNO baseline of the ``steady_prior`` stage, trained on
+    the same (coefficient, solution) pairs with the same loss and validation metrics."""
+
+    metric_names = ("loss", "nrmse")
+    network = SteadyFNO
+    evaluate_batch = SteadyPriorStage.evaluate_batch
+
+    @classmethod
+    def from_datamodule(cls, cfg: PhysicsConfig, dm: SteadyDataModule) -> SteadyFNOStage:
+        stage = cls(cfg, dm.task_names)
+        stage.model.set_normalization(dm.coefficient_stats(), dm.field_stats())
+        return stage
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        pred = self.model(batch["coefficient"], batch["grid"], batch["params"])
+        loss = self._mse(pred, batch["solution"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True)
+        return loss
+
+
 def load_fno(
     path: str | Path, ckpt: dict[str, Any] | None = None
-) -> tuple[FNOSurrogate, PhysicsConfig, list[str]]:
-    """The ``FNOSurrogate`` of an ``fno`` checkpoint (or of ``ckpt``, its content when already
-    read), its resolved config and task names."""
+) -> tuple[FNOSurrogate | SteadyFNO, PhysicsConfig, list[str]]:
+    """The ``FNOSurrogate`` (``SteadyFNO`` with ``fno.steady``) of an ``fno`` checkpoint (or of
+    ``ckpt``, its content when already read), its resolved config and task names."""
     found = read_stage_checkpoint(path, ckpt)
     cfg = found.config
-    model = found.load_into(FNOSurrogate(cfg.fno, cfg.model))
+    network = SteadyFNO if cfg.fno.steady else FNOSurrogate
+    model = found.load_into(network(cfg.fno, cfg.model))
     return model.eval(), cfg, found.tasks

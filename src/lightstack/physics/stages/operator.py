@@ -15,9 +15,9 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
-from lightstack.core.compile import maybe_compile
 from lightstack.physics.config import PhysicsConfig
 from lightstack.physics.eval.metrics import nrmse_per_sample, trajectory_nrmse_per_sample
+from lightstack.physics.models.history import history_windows, stack_history, teacher_forced
 from lightstack.physics.models.layers import Block, CrossBlock
 from lightstack.physics.models.surrogate import LatentSurrogate
 from lightstack.physics.stages.base import PhysicsStage
@@ -80,17 +80,6 @@ class OperatorStage(PhysicsStage):
         self.train_task_nrmse = nn.ModuleList(MaskedMean() for _ in self.task_names)
         self._epoch_started = True
 
-    def configure_model(self) -> None:
-        """Compile the transformer blocks once the world size is known (``model.compile``)."""
-        maybe_compile(
-            self.model,
-            self.cfg.model.compile,
-            self.cfg.model.compile_mode,
-            self.trainer.world_size,
-            self.cfg.training.force_compile_distributed,
-            regions={Block, CrossBlock},
-        )
-
     def fsdp_wrap_modules(self) -> set[type[torch.nn.Module]]:
         """The blocks FSDP shards (and checkpoints activations of) one by one."""
         return {Block, CrossBlock}
@@ -114,7 +103,8 @@ class OperatorStage(PhysicsStage):
     def _latent_loss(
         self, latents: torch.Tensor, fields: torch.Tensor, grid: torch.Tensor
     ) -> torch.Tensor:
-        """MSE of unrolled latents (B, H, N, W) against the encoded true snapshots 1..H.
+        """MSE of unrolled latents (B, H, N, W) against the encoded true histories that end at
+        snapshots K..K+H-1 (K = ``initial_step``; with K = 1 the snapshots 1..H).
 
         It teaches the operator to land on the encoder's own representation of the next state,
         which keeps long latent rollouts where the decoder has been trained. The targets carry
@@ -122,9 +112,10 @@ class OperatorStage(PhysicsStage):
         layer norm keeps the latent scale from collapsing.
         """
         b, horizon = latents.shape[:2]
+        k = self.model.initial_step
         with torch.no_grad():
-            snapshots = fields[:, 1 : horizon + 1].flatten(0, 1)
-            target = self.model.encode(snapshots, grid.repeat_interleave(horizon, dim=0))
+            histories = history_windows(fields[:, 1 : horizon + k], k).flatten(0, 1)
+            target = self.model.encode(histories, grid.repeat_interleave(horizon, dim=0))
         return (latents - target.unflatten(0, (b, horizon))).pow(2).mean()
 
     def losses(self, batch: dict[str, torch.Tensor]) -> OperatorLosses:
@@ -135,20 +126,24 @@ class OperatorStage(PhysicsStage):
         """
         fields, grid = batch["fields"], batch["grid"]
         weights = self.cfg.loss
+        k = self.model.initial_step
         coords, truth = self._training_points(fields, grid)
         centres = self.model.token_centres(grid)
-        z = self.model.encode(fields[:, 0], grid)
-        terms = {"recon": self._mse(self.model.decode(z, coords, centres), truth[:, 0])}
+        z = self.model.encode(stack_history(fields[:, :k]), grid)
+        recon = self.model.decode(z, coords, centres)
+        terms = {"recon": self._mse(recon, truth[:, k - 1])}
         onestep = None
         if self.current_epoch >= weights.autoencoder_warmup_epochs:
-            horizon = min(weights.rollout_horizon, fields.shape[1] - 1)
+            horizon = min(weights.rollout_horizon, fields.shape[1] - k)
             latents, preds = [], []
             for _ in range(horizon):
                 z = self.model.step(z, batch["dt"], batch["params"])
                 latents.append(z)
                 preds.append(self.model.decode(z, coords, centres))
             pred = torch.stack(preds, dim=1)
-            target = truth[:, 1 : horizon + 1]
+            if self.cfg.model.predict_increment:
+                pred = pred + self.model.anchor(truth[:, k - 1], recon)[:, None]
+            target = truth[:, k : k + horizon]
             terms["onestep"] = self._mse(pred[:, 0], target[:, 0])
             if horizon > 1:
                 terms["rollout"] = self._mse(pred, target)
@@ -229,20 +224,24 @@ class OperatorStage(PhysicsStage):
 
     # --- validation / test -------------------------------------------------------------------
     def evaluate_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Per-sample one-step (teacher-forced) and full-rollout nRMSE of whole trajectories."""
+        """Per-sample one-step (teacher-forced) and full-rollout nRMSE of whole trajectories,
+        over the steps after the ``initial_step`` input snapshots."""
         fields, grid = batch["fields"], batch["grid"]
-        b, t = fields.shape[:2]
-        inputs = fields[:, :-1].flatten(0, 1)
-        grids = grid.repeat_interleave(t - 1, dim=0)
-        dt = batch["dt"].repeat_interleave(t - 1)
-        params = batch["params"].repeat_interleave(t - 1, dim=0)
-        onestep = self.model(inputs, grids, dt, params)
-        target = fields[:, 1:].flatten(0, 1)
-        rollout = self.model.rollout(fields[:, 0], grid, batch["dt"], batch["params"], t - 1)
+        k = self.model.initial_step
+        inputs, truth = teacher_forced(fields, k)
+        b, steps = truth.shape[:2]
+        grids = grid.repeat_interleave(steps, dim=0)
+        dt = batch["dt"].repeat_interleave(steps)
+        params = batch["params"].repeat_interleave(steps, dim=0)
+        onestep = self.model(inputs.flatten(0, 1), grids, dt, params)
+        target = truth.flatten(0, 1)
+        rollout = self.model.rollout(
+            stack_history(fields[:, :k]), grid, batch["dt"], batch["params"], steps
+        )
         return {
             "loss": self._mse(onestep, target).expand(b),
-            "nrmse": nrmse_per_sample(onestep, target).view(b, t - 1).mean(dim=1),
-            "rollout_nrmse": trajectory_nrmse_per_sample(rollout, fields[:, 1:]),
+            "nrmse": nrmse_per_sample(onestep, target).view(b, steps).mean(dim=1),
+            "rollout_nrmse": trajectory_nrmse_per_sample(rollout, truth),
         }
 
     def freezable_blocks(self) -> list[torch.nn.Module]:
