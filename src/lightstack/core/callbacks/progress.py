@@ -18,6 +18,7 @@ per read), and always at epoch and validation ends.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ModelSummary, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.model_summary import (
     get_formatted_model_size,
     get_human_readable_count,
@@ -87,7 +89,7 @@ class ThrottledTQDMProgressBar(_ThrottledMetrics, TQDMProgressBar):
 
 
 class ParameterSummary(ModelSummary):
-    """The model's top-level modules and parameter counts, printed once when fitting starts.
+    """The model's top-level modules and parameter counts, logged once when fitting starts.
 
     Lightning's own summary adds a FLOPs column and total, which it counts only for a module
     with an ``example_input_array``; lightstack's modules have none, so it printed zeros.
@@ -103,18 +105,20 @@ class ParameterSummary(ModelSummary):
         total_flops: int,
         **summarize_kwargs: Any,
     ) -> None:
-        from rich import get_console
+        from rich.console import Console
         from rich.table import Table
 
         columns = [(name, values) for name, values in summary_data if name != "FLOPs"]
-        table = Table(*(name for name, _ in columns))
+        table = Table(*(name for name, _ in columns), box=None)
         for row in zip(*(values for _, values in columns), strict=True):
             table.add_row(*map(str, row))
-        console = get_console()
-        console.print(table)
         frozen = total_parameters - trainable_parameters
+        console = Console(file=io.StringIO(), width=120)
+        console.print(table)
         console.print(
             f"params: {get_human_readable_count(trainable_parameters).strip()} trainable, "
             f"{get_human_readable_count(frozen).strip()} frozen, "
             f"{get_formatted_model_size(model_size)} MB"
         )
+        # Lightning's log (stderr), like its own plain summary: stdout stays for results.
+        rank_zero_info(console.file.getvalue().rstrip())
