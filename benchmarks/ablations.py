@@ -83,8 +83,13 @@ def main(argv: list[str] | None = None) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="override applied to every variant (e.g. trainer.max_time=00:00:01:00)",
     )  # fmt: skip
+    parser.add_argument(
+        "--data-only", action="store_true", help="generate the shared data set and stop"
+    )
     args = parser.parse_args(argv)
     data = shared_data(args.out, args.set)
+    if args.data_only:
+        return
     for name in args.variants:
         emit(run_variant(name, [*args.set, *VARIANTS[name]], data, args.out))
 
