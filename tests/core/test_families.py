@@ -43,7 +43,8 @@ def _python(code: str, *args: str) -> str:
     ("config", "family", "other"),
     [
         ("configs/physics/quickstart.yaml", "physics", "video"),
-        ("configs/video/quickstart.yaml", "video", "physics"),
+        # the video config's schema imports torch and Lightning: a few seconds
+        pytest.param("configs/video/quickstart.yaml", "video", "physics", marks=pytest.mark.slow),
     ],
 )
 def test_config_validate_loads_only_the_named_family(config, family, other):
