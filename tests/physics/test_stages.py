@@ -73,7 +73,10 @@ def test_every_registered_stage_trains_and_its_checkpoint_names_it(
         else:
             ckpt_path, run_dir = found.best_checkpoint, found.run_dir
     else:
-        extra = ("data.reduced_resolution=1", "steady.depth=1") if stage == "steady_prior" else ()
+        extra = {
+            "steady_prior": ("data.reduced_resolution=1", "steady.depth=1"),
+            "fno": ("fno.modes=8", "fno.width=8", "fno.layers=2"),
+        }.get(stage, ())
         files = [request.getfixturevalue("darcy_file")] if stage == "steady_prior" else None
         cfg = tiny_config(f"stage={stage}", "trainer.limit_train_batches=1", *extra, files=files)
         result = train(cfg, tmp_path / "run")
