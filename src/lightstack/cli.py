@@ -1,7 +1,7 @@
-"""``lightstack`` command line: parse, load config, call. No training logic lives here.
+"""lightstack: train, evaluate and ship physics surrogates and multi-view video models.
 
-Each family and core own their command groups (``physics/cli.py``, ``video/cli.py``,
-``core/cli.py``); this module assembles them and holds the commands that span families.
+Start with `lightstack quickstart`. Commands that train or evaluate take dotted config
+overrides after their options, e.g. trainer.max_epochs=3 data.batch_size=16.
 """
 
 from __future__ import annotations
@@ -11,37 +11,20 @@ from typing import Annotated
 
 import typer
 
-from lightstack.cli_common import (
-    OVERRIDES,
-    ConfigPath,
-    RunDir,
-    console,
-    find_config,
-    reports_errors,
-)
-from lightstack.core.cli import ckpt_app, launch_app
-from lightstack.physics.cli import physics_app
-from lightstack.video.cli import video_app
+import lightstack.families  # noqa: F401  (registers the physics and video families)
+from lightstack.cli_common import OVERRIDES, RunDir, console, find_config, reports_errors
+from lightstack.core.cli import FamilyGroup, ckpt_app, config_app, launch_app
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
-config_app = typer.Typer(no_args_is_help=True, help="Check configuration files.")
-app.add_typer(physics_app, name="physics")
-app.add_typer(video_app, name="video")
+app = typer.Typer(
+    cls=FamilyGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    help=__doc__,
+)
 app.add_typer(config_app, name="config")
 app.add_typer(ckpt_app, name="ckpt")
 app.add_typer(launch_app, name="launch")
-
-
-@config_app.command("validate", context_settings=OVERRIDES)
-@reports_errors
-def config_validate(ctx: typer.Context, config: ConfigPath) -> None:
-    """Report every invalid field of a config at once, with its dotted path."""
-    from lightstack.core.config import load_config, read_yaml
-    from lightstack.families import schema_for
-
-    family = read_yaml(config).get("family")
-    load_config(config, ctx.args, schema_for(family, config))
-    console.print(f"{config}: valid {family} configuration")
 
 
 @app.command("quickstart", context_settings=OVERRIDES)
@@ -53,7 +36,10 @@ def quickstart(
     ] = None,
     run_dir: RunDir = None,
 ) -> None:
-    """Generate a small Burgers data set, train the operator, evaluate it and write a report."""
+    """Generate a small Burgers data set, train the operator, evaluate it and write a report.
+
+    Dotted overrides after the options change the quickstart config (trainer.max_epochs=3).
+    """
     from lightstack.physics.quickstart import run_quickstart
 
     path = config or find_config("physics/quickstart.yaml")

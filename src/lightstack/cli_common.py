@@ -23,7 +23,7 @@ RunDir = Annotated[
 ]
 ConfigPath = Annotated[Path, typer.Option("--config", "-c", help="YAML config file.")]
 DataFiles = Annotated[
-    list[Path] | None, typer.Option("--data", help="Data file; repeat for several.")
+    list[Path] | None, typer.Option("--data", metavar="FILE", help="Data file; repeat for several.")
 ]
 Resume = Annotated[
     str,

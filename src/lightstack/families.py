@@ -1,25 +1,12 @@
-"""The model families lightstack trains, and the config schema of each."""
+"""The families ``lightstack`` ships: one registration line each (see ``core/families.py``)."""
 
-from __future__ import annotations
+from lightstack.core.families import register_family
 
-from pathlib import Path
-
-from lightstack.core.config import ConfigError, RunConfig
-
-FAMILIES = ("physics", "video")
-
-
-def schema_for(family: object, source: str | Path) -> type[RunConfig]:
-    """The config class for ``family`` (the ``family:`` key of a config file)."""
-    if family == "physics":
-        from lightstack.physics.config import PhysicsConfig
-
-        return PhysicsConfig
-    if family == "video":
-        from lightstack.video.config import VideoConfig
-
-        return VideoConfig
-    raise ConfigError(
-        str(source),
-        [("family", f"expected one of {', '.join(map(repr, FAMILIES))}, got {family!r}")],
-    )
+register_family(
+    "physics",
+    schema="lightstack.physics.config:PhysicsConfig",
+    commands="lightstack.physics.cli:physics_app",
+)
+register_family(
+    "video", schema="lightstack.video.config:VideoConfig", commands="lightstack.video.cli:video_app"
+)

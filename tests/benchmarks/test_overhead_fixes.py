@@ -221,9 +221,14 @@ def test_bars_read_metrics_once_per_interval_and_at_epoch_end(bar, metric_reads,
     trainer = fit_toy_with_bar(progress, epochs=2, samples=40, root=tmp_path)
     # 20 batches per epoch: one read at the first batch, one at each epoch end
     assert metric_reads == [1, 20, 40]
-    # train/loss is on the bar although it was logged without prog_bar: the epoch mean at the end
+    # train/loss is on the bar although it was logged without prog_bar, the last step's value
+    # and the epoch mean under their own names
     shown = progress.get_metrics(trainer, trainer.lightning_module)
-    assert shown["train/loss"] == pytest.approx(float(trainer.callback_metrics["train/loss_epoch"]))
+    logged = trainer.callback_metrics
+    assert shown["train/loss_epoch"] == pytest.approx(float(logged["train/loss_epoch"]))
+    assert shown["train/loss_step"] == pytest.approx(float(logged["train/loss_step"]))
+    assert shown["train/loss_step"] != shown["train/loss_epoch"]
+    assert "train/loss" not in shown
     assert trainer.progress_bar_metrics == {}  # nothing forced a per-step conversion
 
 

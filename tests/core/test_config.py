@@ -72,3 +72,13 @@ def test_shipped_configs_are_valid():
     assert files, "no physics configs shipped"
     for path in files:
         load_config(path, [], PhysicsConfig)
+
+
+def test_unknown_key_suggests_the_close_field(tmp_path):
+    path = write(tmp_path, "family: physics\ndata: {loader: {batchsize: 4}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["trainer.max_epoch=3", "zzz=1"], PhysicsConfig)
+    found = dict(err.value.errors)
+    assert found["trainer.max_epoch"].endswith("did you mean max_epochs?")
+    assert found["data.loader.batchsize"].endswith("did you mean batch_size?")
+    assert "did you mean" not in found["zzz"]

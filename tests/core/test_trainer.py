@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import warnings
 
 import pytest
 import torch
@@ -318,3 +320,17 @@ def test_throughput_logs_mfu_and_peak_memory_on_gpu(toy, tmp_path):
         rows = [r for r in csv.DictReader(fh) if r.get("perf/mfu")]
     assert rows and 0 < float(rows[0]["perf/mfu"]) < 1
     assert float(rows[0]["perf/peak_mem_gb"]) > 0 and float(rows[0]["perf/samples_per_s"]) > 0
+
+
+# --- what a run prints ----------------------------------------------------------------------
+def test_a_run_prints_no_tips_leafspec_warning_or_zero_flops(toy, tmp_path, capsys, caplog):
+
+    caplog.set_level(logging.INFO)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        toy.fit(toy.config("logging.progress_bar=rich"), tmp_path)
+    printed = capsys.readouterr().out + caplog.text
+    assert "params:" in printed  # the summary is still there
+    for noise in ("Tip:", "litlogger", "litmodels", "FLOPs"):
+        assert noise not in printed, noise
+    assert not [w for w in caught if "LeafSpec" in str(w.message)]

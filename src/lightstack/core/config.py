@@ -7,8 +7,9 @@ here. Unknown keys are errors and every invalid field is reported at once with i
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import yaml
 from omegaconf import OmegaConf
@@ -282,13 +283,40 @@ def merge_overrides(data: dict[str, Any], overrides: list[str], source: str) -> 
         raise ConfigError(source, [("", f"bad override or interpolation: {exc}")]) from exc
 
 
-def _format_errors(exc: ValidationError) -> list[tuple[str, str]]:
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The config sections an annotation can hold (``X``, ``X | None``, ``list[X]``, ...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in get_args(annotation) for model in _models_in(arg)]
+
+
+def _fields_at(schema: type[BaseModel], loc: tuple[Any, ...]) -> set[str]:
+    """Field names of the section at ``loc`` (a pydantic error location) in ``schema``."""
+    models = [schema]
+    for key in loc:
+        inner = [
+            model
+            for section in models
+            if key in section.model_fields
+            for model in _models_in(section.model_fields[key].annotation)
+        ]
+        models = inner or models  # list indices and union tags stay in the same section
+    return {name for model in models for name in model.model_fields}
+
+
+def _unknown_key(schema: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    msg = "unknown key (not a field of this section)"
+    close = difflib.get_close_matches(str(loc[-1]), sorted(_fields_at(schema, loc[:-1])), n=1)
+    return f"{msg}; did you mean {close[0]}?" if close else msg
+
+
+def _format_errors(exc: ValidationError, schema: type[BaseModel]) -> list[tuple[str, str]]:
     errors = []
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"])
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (not a field of this section)"
+            msg = _unknown_key(schema, err["loc"])
         elif err["type"] == "missing":
             msg = "required field is missing"
         errors.append((path, msg))
@@ -299,7 +327,7 @@ def validate(schema: type[C], data: dict[str, Any], source: str) -> C:
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, _format_errors(exc)) from exc
+        raise ConfigError(source, _format_errors(exc, schema)) from exc
 
 
 def load_config(path: str | Path, overrides: list[str] | None, schema: type[C]) -> C:

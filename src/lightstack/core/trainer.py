@@ -8,7 +8,9 @@ out-of-memory recovery of ``training.oom_recovery``.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +37,11 @@ from lightstack.core.callbacks.memory import MemoryCleanup
 from lightstack.core.callbacks.nan_guard import FiniteModelCheckpoint, NaNGuard
 from lightstack.core.callbacks.oom_recovery import BuildTrainer, fit_with_oom_recovery
 from lightstack.core.callbacks.preemption import Preemption, StepCheckpoint
-from lightstack.core.callbacks.progress import ThrottledRichProgressBar, ThrottledTQDMProgressBar
+from lightstack.core.callbacks.progress import (
+    ParameterSummary,
+    ThrottledRichProgressBar,
+    ThrottledTQDMProgressBar,
+)
 from lightstack.core.callbacks.throughput import ThroughputMonitor
 from lightstack.core.callbacks.time_budget import TimeBudgetSchedule
 from lightstack.core.checkpoints import AtomicCheckpointIO
@@ -55,6 +61,31 @@ def resolve_monitor(cfg: RunConfig, default: str) -> tuple[str, str]:
     if cfg.training.skip_lightning_val:
         return "train/loss", "min"
     return cfg.checkpoint.monitor or default, cfg.checkpoint.mode
+
+
+class _NoAdvertisements(logging.Filter):
+    """Drops Lightning's install tips ("💡 Tip: ... try installing litlogger / litmodels")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def quiet_lightning() -> None:
+    """Keep messages a lightstack user cannot act on out of the run's output.
+
+    - The install tips Lightning 2.6 logs for LitLogger and LitModelCheckpoint at every fit.
+    - The ``LeafSpec`` FutureWarning torch raises from Lightning's own ``utilities/_pytree.py``
+      (Lightning's code to change, not ours).
+    - The model summary's "Total FLOPs: 0" is ``ParameterSummary``'s job (see progress.py).
+    """
+    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdvertisements) for f in rank_zero_log.filters):
+        rank_zero_log.addFilter(_NoAdvertisements())
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+    )
 
 
 def _progress_bar(kind: str) -> list[Callback]:
@@ -88,6 +119,7 @@ def build_callbacks(cfg: RunConfig, run_dir: Path, default_monitor: str) -> list
         TrainingHistory(run_dir),
         ThroughputMonitor(),
         Timer(duration=cfg.trainer.max_time, interval="step"),
+        ParameterSummary(),
         *_progress_bar(cfg.logging.progress_bar),
     ]
     if cfg.trainer.max_time:
@@ -237,6 +269,7 @@ def build_trainer(
     run_dir = Path(run_dir)
     check_precision(cfg)
     set_cpu_threads(t.cpu_threads)
+    quiet_lightning()
     callbacks = build_callbacks(cfg, run_dir, default_monitor) + list(extra_callbacks or [])
     skip_val = cfg.training.skip_lightning_val
     return L.Trainer(
@@ -261,6 +294,7 @@ def build_trainer(
         logger=build_loggers(cfg, run_dir),
         callbacks=callbacks,
         enable_progress_bar=cfg.logging.progress_bar != "none",
+        enable_model_summary=False,  # ParameterSummary (in the callbacks) replaces Lightning's
         plugins=[AtomicCheckpointIO()],
         default_root_dir=run_dir,
         profiler=build_profiler(cfg, run_dir),

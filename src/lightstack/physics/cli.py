@@ -53,12 +53,12 @@ def generate_command(
             "groups: the suffixes PDEBench's loaders expect)."
         ),
     ] = None,
-    samples: Annotated[int, typer.Option(min=1)] = 64,
-    seed: int = 0,
+    samples: Annotated[int, typer.Option(min=1, help="Trajectories to simulate.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed of the random initial conditions.")] = 0,
     nx: Annotated[int | None, typer.Option(help="Grid cells per spatial axis.")] = None,
     param: Annotated[
         list[str] | None,
-        typer.Option(help="Solver parameter key=value (e.g. nu=0.01); repeatable."),
+        typer.Option(metavar="KEY=VALUE", help="Solver parameter (e.g. nu=0.01); repeatable."),
     ] = None,
 ) -> None:
     """Write a PDEBench-format HDF5 file from a built-in solver."""
@@ -78,7 +78,9 @@ def generate_command(
 
 @physics_app.command("inspect")
 @reports_errors
-def inspect_command(file: Path) -> None:
+def inspect_command(
+    file: Annotated[Path, typer.Argument(help="HDF5 file in any layout lightstack reads.")],
+) -> None:
     """Print the layout, fields, shapes and value ranges of a PDEBench HDF5 file."""
     from lightstack.physics.data.inspect import describe
 
@@ -92,7 +94,11 @@ def train_command(
     ctx: typer.Context,
     config: ConfigPath,
     stage: Annotated[
-        str | None, typer.Option(help="operator|diff_residual|consistency_distill|steady_prior|fno")
+        str | None,
+        typer.Option(
+            help="operator, diff_residual, consistency_distill, steady_prior or fno "
+            "(default: the config's stage)."
+        ),
     ] = None,
     data: DataFiles = None,
     run_dir: RunDir = None,
@@ -139,7 +145,9 @@ def eval_command(
     ckpt: Annotated[Path, typer.Option(help="Lightning checkpoint of any physics stage.")],
     data: DataFiles = None,
     run_dir: RunDir = None,
-    device: str = "cpu",
+    device: Annotated[
+        str, typer.Option(help="torch device to evaluate on: cpu, cuda or cuda:N.")
+    ] = "cpu",
     engine: Annotated[
         str, typer.Option(help="torch (plain loop) or lightning (Trainer.predict)")
     ] = "torch",

@@ -118,7 +118,7 @@ def synth(
     views: Annotated[str, typer.Option(help="Views per action: MIN..MAX or N.")] = "2..4",
     frames: Annotated[int, typer.Option(min=1, help="Frames per clip.")] = 16,
     size: Annotated[str, typer.Option(help="Frame size HxW (even numbers).")] = "64x64",
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the generated scenes and labels.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace existing split folders.")] = False,
 ) -> None:
     """Write a synthetic MVFoul tree (train/valid/test, annotations.json, H.264 clips)."""
@@ -228,8 +228,18 @@ def predict(
     run_dir: RunDir = None,
     weights: Annotated[str, typer.Option(help="ema (what was validated) or raw.")] = "ema",
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
-    num_workers: Annotated[int | None, typer.Option(min=0)] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Actions per batch (default: eval.batch_size or data.batch_size)."
+        ),
+    ] = None,
+    num_workers: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Decoding worker processes (default: eval.num_workers or data.num_workers)."
+        ),
+    ] = None,
 ) -> None:
     """Predict every action of a split folder; write the challenge's predictions format."""
     from lightstack.core.run import default_run_dir

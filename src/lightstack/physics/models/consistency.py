@@ -93,14 +93,9 @@ class ConsistencyResidual(LatentCorrector):
         batch = torch.empty(tokens.shape[0], dtype=torch.long, device=tokens.device)
         x0 = None
         for level in self.sample_levels(steps):
-            noise = torch.randn(
-                (*tokens.shape[:-1], tokens.shape[-1] // 2),
-                generator=generator,
-                device=tokens.device,
-                dtype=tokens.dtype,
-            )
-            alpha_bar = self.alphas_cumprod[level]
+            noise = self.residual_noise(tokens, generator)
+            t = batch.fill_(level)
             # The top level is (all but) pure noise, as in the teacher's sampler.
-            x_t = noise if x0 is None else alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
-            x0 = self.consistency(x_t, batch.fill_(level), tokens, cond)
+            x_t = noise if x0 is None else self.scheduler.add_noise(x0, noise, t)
+            x0 = self.consistency(x_t, t, tokens, cond)
         return x0

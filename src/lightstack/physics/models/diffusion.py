@@ -214,6 +214,14 @@ class LatentCorrector(nn.Module):
         return (x_t - s * output) / a, output
 
     # --- correction --------------------------------------------------------------------------
+    def residual_noise(
+        self, tokens: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Standard normal noise shaped like the residual of the context ``tokens`` (B, N, 2W):
+        (B, N, W). Every sampler starts from it; the consistency student also re-noises with it."""
+        shape = (*tokens.shape[:-1], tokens.shape[-1] // 2)
+        return torch.randn(shape, generator=generator, device=tokens.device, dtype=tokens.dtype)
+
     def sample_residual(
         self,
         tokens: torch.Tensor,
@@ -343,9 +351,7 @@ class DiffusionResidual(LatentCorrector):
                 f"({self.diffusion_cfg.train_timesteps})"
             )
         sampler = self.sampler(steps)
-        shape = (*tokens.shape[:-1], tokens.shape[-1] // 2)
-        x = torch.randn(shape, generator=generator, device=tokens.device, dtype=tokens.dtype)
-        x = x * sampler.init_noise_sigma
+        x = self.residual_noise(tokens, generator) * sampler.init_noise_sigma
         batch = torch.empty(tokens.shape[0], dtype=torch.long, device=tokens.device)
         for t in sampler.timesteps:
             output = self.denoise(x, batch.fill_(int(t)), tokens, cond)
