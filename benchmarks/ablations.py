@@ -24,7 +24,7 @@ from bench_common import emit
 from lightstack.core.checkpoints import load_checkpoint
 from lightstack.core.config import load_config
 from lightstack.physics.config import PhysicsConfig
-from lightstack.physics.data.generate import generate
+from lightstack.physics.data.generate import default_filename, generate
 from lightstack.physics.quickstart import run_quickstart
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def shared_data(out: Path, overrides: list[str]) -> Path:
     """The quickstart's data set, generated once for every variant."""
     gen = load_config(CONFIG, overrides, PhysicsConfig).generate
     assert gen is not None, f"{CONFIG} has no generate section"
-    path = out / "data" / f"{gen.equation}.h5"
+    path = out / "data" / default_filename(gen.equation)
     if not path.exists():
         generate(gen.equation, path, samples=gen.samples, seed=gen.seed, **gen.params)
     return path

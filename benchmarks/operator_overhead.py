@@ -123,7 +123,7 @@ def make_config(args: argparse.Namespace) -> PhysicsConfig:
         # No validation data here: checkpoints follow train/loss (what this switch does).
         "training": {"skip_lightning_val": True},
     }
-    data["data"]["train_files"] = [f"{name}.h5" for name in data["data"]["task_names"]]
+    data["data"]["train_files"] = [f"{name}.hdf5" for name in data["data"]["task_names"]]
     return validate(PhysicsConfig, merge_overrides(data, args.override, "--override"), "args")
 
 

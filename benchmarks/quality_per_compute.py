@@ -48,7 +48,7 @@ from lightstack.core.checkpoints import load_checkpoint
 from lightstack.core.config import load_config
 from lightstack.core.run import default_run_dir
 from lightstack.physics.config import PhysicsConfig
-from lightstack.physics.data.generate import generate
+from lightstack.physics.data.generate import default_filename, generate
 from lightstack.physics.data.pdebench import PDEBenchError, create_1d, inspect_file
 from lightstack.physics.data.steady import SteadyDataModule
 from lightstack.physics.evaluate import evaluate_checkpoint
@@ -132,7 +132,7 @@ def max_time(seconds: int) -> str:
 
 def generate_data(equation: str, samples: int, seed: int, out_dir: Path) -> Path:
     """The protocol's data set (reused when already generated into ``out_dir``)."""
-    suffix = ".hdf5" if equation == "darcy2d" else ".h5"  # ns2d writes PDEBench's seed groups
+    suffix = Path(default_filename(equation)).suffix  # ns2d writes PDEBench's seed groups
     path = out_dir / f"{equation}_n{samples}_seed{seed}{suffix}"
     if path.is_file():
         log(f"reusing {path}")
@@ -171,8 +171,8 @@ def split_file(source: Path, out_dir: Path, chunk: int = 64) -> tuple[Path, Path
         raise PDEBenchError(source, "tensor", "at least 2 samples to split", f"{n}")
     started = time.perf_counter()
     parts = {
-        out_dir / f"{source.stem}_train.h5": (0, n - n_test),
-        out_dir / f"{source.stem}_test.h5": (n - n_test, n),
+        out_dir / f"{source.stem}_train.hdf5": (0, n - n_test),
+        out_dir / f"{source.stem}_test.hdf5": (n - n_test, n),
     }
     with h5py.File(source, "r") as f:
         tensor, x, t = f["tensor"], f["x-coordinate"][:], f["t-coordinate"][:]

@@ -93,13 +93,15 @@ def test_report_curves_have_a_point_per_logged_step(operator_run):
     assert len(epochs) == 2 and len(losses) > 2 * len(epochs)  # per step, not per epoch
 
 
-def test_nan_checkpoint_fails_with_one_line_naming_it(operator_run, tmp_path):
+def test_nonfinite_predictions_fail_with_one_line_naming_the_checkpoint(operator_run, tmp_path):
+    """Finite weights so large that the predictions overflow: loading accepts them (a NaN
+    weight is refused at load, tests/reliability), evaluation must not call the model good."""
     ckpt = torch.load(operator_run.best_checkpoint, weights_only=True)
     ckpt["state_dict"] = {
-        k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+        k: torch.full_like(v, 1e20) if v.is_floating_point() else v
         for k, v in ckpt["state_dict"].items()
     }
-    bad = tmp_path / "nan.ckpt"
+    bad = tmp_path / "huge.ckpt"
     torch.save(ckpt, bad)
     board = tmp_path / "board.csv"
     out = tmp_path / "eval"
@@ -124,7 +126,7 @@ def darcy_file(tmp_path_factory) -> Path:
     from lightstack.physics.data.generate import generate
 
     out = tmp_path_factory.mktemp("darcy") / "darcy.hdf5"
-    return generate("darcy2d", out, samples=24, seed=0, n=16)
+    return generate("darcy2d", out, samples=24, seed=0, nx=16)
 
 
 def test_steady_prior_checkpoint_evaluates_through_the_cli(tiny_config, darcy_file, tmp_path):

@@ -164,7 +164,7 @@ def test_steady_fno_learns_the_darcy_map(tiny_config, tmp_path):
     from lightstack.physics.stages.fno_baseline import SteadyFNO, SteadyFNOStage, load_fno
     from lightstack.physics.stages.steady_prior import evaluate_steady
 
-    darcy = generate("darcy2d", tmp_path / "darcy.hdf5", samples=24, seed=0, n=16)
+    darcy = generate("darcy2d", tmp_path / "darcy.hdf5", samples=24, seed=0, nx=16)
     torch.manual_seed(0)
     cfg = tiny_config(
         *FNO, "fno.steady=true", "data.reduced_resolution=1", "trainer.max_epochs=3",

@@ -26,6 +26,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 from lightstack.core.checkpoints import checkpoint_metadata, load_checkpoint
 from lightstack.core.config import merge_overrides, to_dict, validate
 from lightstack.core.io import atomic_write_json
+from lightstack.core.trainer import quiet_lightning
 from lightstack.physics.config import PhysicsConfig
 from lightstack.physics.data.steady import SteadyDataModule
 from lightstack.physics.data.windows import PDEDataModule
@@ -151,6 +152,7 @@ def lightning_metrics(
 ) -> dict[str, Any]:
     target = torch.device(device)
     totals = EvaluationTotals(task_names)
+    quiet_lightning()
     trainer = L.Trainer(
         accelerator="cpu" if target.type == "cpu" else "gpu",
         devices=[target.index or 0] if target.type == "cuda" else 1,

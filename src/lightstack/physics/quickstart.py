@@ -17,6 +17,7 @@ from lightstack.core.config import load_config
 from lightstack.core.io import atomic_write_json
 from lightstack.core.run import default_run_dir
 from lightstack.physics.config import PhysicsConfig
+from lightstack.physics.data.generate import default_filename
 from lightstack.physics.evaluate import evaluate_checkpoint
 from lightstack.physics.generation import generate_with_progress
 from lightstack.physics.train import train
@@ -36,7 +37,7 @@ def run_quickstart(
     if cfg.generate is None:
         raise ValueError(f"{config}: the quickstart needs a 'generate' section")
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg.name)
-    data_file = run_dir / "data" / f"{cfg.generate.equation}.hdf5"
+    data_file = run_dir / "data" / default_filename(cfg.generate.equation)
     if not data_file.exists():
         gen = cfg.generate
         generate_with_progress(gen.equation, data_file, gen.samples, gen.seed, dict(gen.params))
