@@ -147,3 +147,13 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path, capsys):
     assert "stopping after this batch" in capsys.readouterr().err
     with pytest.raises(KeyboardInterrupt):
         preemption._note(signal.SIGINT, None)
+
+
+def test_a_dataloader_worker_leaves_ctrl_c_to_the_main_process(tmp_path, capsys, monkeypatch):
+    """Ctrl-C reaches the whole process group; a worker forked with the handler neither stops
+    nor prints (the main process prints once and stops the run)."""
+    preemption = Preemption(tmp_path)
+    monkeypatch.setattr(os, "getpid", lambda: preemption._pid + 1)
+    preemption._note(signal.SIGINT, None)
+    preemption._note(signal.SIGINT, None)  # no KeyboardInterrupt either
+    assert preemption.received is None and capsys.readouterr().err == ""

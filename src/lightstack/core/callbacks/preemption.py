@@ -62,10 +62,13 @@ class Preemption(Callback):
         self.signals = signals
         self.received: int | None = None
         self._announce = True
+        self._pid = os.getpid()
         self._previous: dict[int, Any] = {}
 
     # --- signal handling ---------------------------------------------------------------------
     def _note(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self._pid:
+            return  # a DataLoader worker forked with this handler: the main process decides
         if signum == signal.SIGINT and self.received == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now, without saving
         self.received = signum
@@ -80,6 +83,7 @@ class Preemption(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.received = None
         self._announce = trainer.is_global_zero
+        self._pid = os.getpid()
         if stage != "fit" or threading.current_thread() is not threading.main_thread():
             return
         for signum in self.signals:
