@@ -440,8 +440,8 @@ def test_gates_judge_the_evaluated_stage_not_a_later_steady_prior(
     operator's rollout must read the operator's value, whatever the steady model scored."""
     fake = FakeStages()
 
-    def train_with_own_metrics(cfg, run_dir):
-        result = fake(cfg, run_dir)
+    def train_with_own_metrics(cfg, run_dir, resume="auto"):
+        result = fake(cfg, run_dir, resume)
         value = operator_nrmse if cfg.stage == "operator" else 0.5 - operator_nrmse + 0.01
         return dataclasses.replace(result, metrics={"val/nrmse": value})
 
