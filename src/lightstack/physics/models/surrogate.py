@@ -16,6 +16,7 @@ from lightstack.physics.config import SurrogateConfig
 from lightstack.physics.models.decoder import PointDecoder
 from lightstack.physics.models.encoder import PatchEncoder, patch_centres
 from lightstack.physics.models.operator import LatentOperator
+from lightstack.physics.models.rollout import latent_rollout
 
 
 class LatentSurrogate(nn.Module):
@@ -101,11 +102,4 @@ class LatentSurrogate(nn.Module):
     ) -> torch.Tensor:
         """Autoregressive rollout in latent space from the history ``u0`` (B, *S, K * C),
         decoded every step: (B, steps, *S, C)."""
-        z = self.encode(u0, grid)
-        anchor = self.anchor(u0, self.decode_grid(z, grid)) if self.cfg.predict_increment else None
-        frames = []
-        for _ in range(steps):
-            z = self.step(z, dt, params)
-            frame = self.decode_grid(z, grid)
-            frames.append(frame if anchor is None else frame + anchor)
-        return torch.stack(frames, dim=1)
+        return latent_rollout(self, u0, grid, lambda z: self.step(z, dt, params), steps)

@@ -21,6 +21,7 @@ from lightstack.core.optim import build_optimization
 from lightstack.physics.config import FNOConfig, PhysicsConfig, SurrogateConfig
 from lightstack.physics.data.steady import SteadyDataModule
 from lightstack.physics.models.history import teacher_forced
+from lightstack.physics.models.rollout import history_rollout
 from lightstack.physics.models.steady import COEFFICIENT_CHANNELS, SteadyPrior
 from lightstack.physics.stages.base import PhysicsStage
 from lightstack.physics.stages.handoff import read_stage_checkpoint
@@ -128,14 +129,8 @@ class FNOSurrogate(nn.Module):
         """Autoregressive rollout in normalised units from the history ``u0`` (B, *S, K * C),
         each prediction replacing the oldest snapshot of the history as in PDEBench's FNO:
         (B, steps, *S, C) in physical units."""
-        x = self._normalise(u0)
-        channels = self.mean.numel()
-        frames = []
-        for _ in range(steps):
-            frame = self.step(x, grid, params)
-            frames.append(frame)
-            x = torch.cat([x[..., channels:], frame], dim=-1)
-        return torch.stack(frames, dim=1) * self.std + self.mean
+        frames = history_rollout(self._normalise(u0), lambda x: self.step(x, grid, params), steps)
+        return frames * self.std + self.mean
 
 
 class SteadyFNO(nn.Module):
