@@ -52,8 +52,8 @@ from lightstack.physics.data.generate import default_filename, generate
 from lightstack.physics.data.pdebench import PDEBenchError, create_1d, inspect_file
 from lightstack.physics.data.steady import SteadyDataModule
 from lightstack.physics.evaluate import evaluate_checkpoint
-from lightstack.physics.evaluate import load_predictor as load_rollout_predictor
 from lightstack.physics.stages.fno_baseline import load_fno
+from lightstack.physics.stages.predictors import load_predictor as load_rollout_predictor
 from lightstack.physics.stages.steady_prior import evaluate_steady, load_steady_prior
 from lightstack.physics.train import train
 

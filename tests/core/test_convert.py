@@ -110,8 +110,8 @@ def test_physics_surrogate_loads_from_every_format(burgers_file, tmp_path):
     from lightstack.core.config import to_dict
     from lightstack.physics.config import PhysicsConfig
     from lightstack.physics.data.windows import PDEDataModule
-    from lightstack.physics.evaluate import load_surrogate
     from lightstack.physics.models.surrogate import LatentSurrogate
+    from lightstack.physics.stages.predictors import load_surrogate
     from lightstack.physics.train import with_data_shapes
 
     cfg = PhysicsConfig.model_validate(

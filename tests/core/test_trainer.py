@@ -18,9 +18,9 @@ from lightstack.core.callbacks.memory import MemoryCleanup
 from lightstack.core.callbacks.throughput import ThroughputMonitor, peak_flops
 from lightstack.core.compile import COMPILE_GUARDS, compile_problem, maybe_compile
 from lightstack.core.config import ConfigError, apply_updates
+from lightstack.core.devices import build_strategy
 from lightstack.core.trainer import (
     build_profiler,
-    build_strategy,
     build_trainer,
     timings,
     trainer_overrides,

@@ -8,9 +8,10 @@ import torch
 from lightstack.core.config import ConfigError
 from lightstack.physics.data.pdebench import PDEBenchError
 from lightstack.physics.eval.rollout import evaluate_batch, predict_trajectory
-from lightstack.physics.evaluate import evaluate_checkpoint, load_surrogate
+from lightstack.physics.evaluate import evaluate_checkpoint
 from lightstack.physics.models.history import history_windows, stack_history, teacher_forced
 from lightstack.physics.stages import build_datamodule, build_stage
+from lightstack.physics.stages.predictors import load_surrogate
 from lightstack.physics.train import train, with_data_shapes
 
 SHORT = ("trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1")

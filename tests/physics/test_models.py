@@ -3,6 +3,8 @@ import torch
 
 from lightstack.physics.config import SurrogateConfig
 from lightstack.physics.models.encoder import patchify
+from lightstack.physics.models.history import slide_history
+from lightstack.physics.models.rollout import history_rollout
 from lightstack.physics.models.surrogate import LatentSurrogate
 
 
@@ -42,6 +44,46 @@ def test_shapes_one_step_and_rollout(spatial):
     assert z.shape == (b, n_tokens, 16)
     assert model(u, grid, dt, params).shape == u.shape
     assert model.rollout(u, grid, dt, params, steps=3).shape == (b, 3, *spatial, 2)
+
+
+def test_rollout_is_the_step_by_step_loop():
+    """``rollout`` (the shared loop of ``models.rollout``) gives, to the bit, what encoding the
+    history once, stepping the latent and decoding every state (plus the increment anchor)
+    gives written out by hand."""
+    model = tiny((16,), channels=2, n_params=1, initial_step=2, predict_increment=True).eval()
+    with torch.no_grad():
+        for p in model.operator.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # an untrained operator is the identity
+        u, grid = torch.randn(2, 16, 4), grid_1d(16)
+        dt, params = torch.full((2,), 0.1), torch.rand(2, 1)
+        z = model.encode(u, grid)
+        anchor = u[..., -2:] - model.decode_grid(z, grid)
+        frames = []
+        for _ in range(3):
+            z = model.step(z, dt, params)
+            frames.append(model.decode_grid(z, grid) + anchor)
+        roll = model.rollout(u, grid, dt, params, steps=3)
+    assert roll.shape == (2, 3, 16, 2)
+    assert torch.equal(roll, torch.stack(frames, dim=1))
+    assert not torch.equal(roll[:, 0], roll[:, 1])
+
+
+def test_history_rollout_slides_the_history():
+    """Each prediction replaces the oldest snapshot of the history (PDEBench's FNO rollout)."""
+    history = torch.randn(2, 8, 3 * 2)  # three snapshots of two channels
+
+    def step(h: torch.Tensor) -> torch.Tensor:  # newest minus twice the oldest snapshot
+        return h[..., -2:] - 2 * h[..., :2]
+
+    roll = history_rollout(history, step, 4)
+    seen = history
+    for k in range(4):
+        expected = seen[..., -2:] - 2 * seen[..., :2]
+        assert torch.equal(roll[:, k], expected)
+        seen = torch.cat([seen[..., 2:], expected], dim=-1)
+    assert torch.equal(
+        slide_history(history, roll[:, 0]), torch.cat([history[..., 2:], roll[:, 0]], -1)
+    )
 
 
 def test_untrained_operator_is_identity_in_latent_space():

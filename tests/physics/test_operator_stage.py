@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from lightstack.core.checkpoints import CheckpointError, load_checkpoint
-from lightstack.physics.evaluate import evaluate_checkpoint, load_surrogate
+from lightstack.physics.evaluate import evaluate_checkpoint
+from lightstack.physics.stages.predictors import load_surrogate
 from lightstack.physics.train import train
 
 

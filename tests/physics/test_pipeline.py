@@ -23,9 +23,9 @@ from lightstack.physics.pipeline import (
     EXIT_OK,
     EXIT_STAGE_FAILED,
     PipelineError,
-    default_run_dir,
     run_pipeline,
 )
+from lightstack.physics.pipeline_config import default_run_dir
 from lightstack.physics.train import train
 
 torch.set_num_threads(1)
@@ -418,7 +418,7 @@ def test_cli_gate_and_stage_failures_set_the_exit_code(tiny_config, tmp_path):
 
 
 def test_a_stage_generating_another_equation_inherits_no_solver_parameters(tiny_config):
-    from lightstack.physics.pipeline import stage_config
+    from lightstack.physics.pipeline_config import stage_config
 
     cfg = tiny_config(
         "generate={equation: burgers1d, samples: 8, params: {nu: 0.01, nx: 64}}",
@@ -440,8 +440,8 @@ def test_gates_judge_the_evaluated_stage_not_a_later_steady_prior(
     operator's rollout must read the operator's value, whatever the steady model scored."""
     fake = FakeStages()
 
-    def train_with_own_metrics(cfg, run_dir):
-        result = fake(cfg, run_dir)
+    def train_with_own_metrics(cfg, run_dir, resume="auto"):
+        result = fake(cfg, run_dir, resume)
         value = operator_nrmse if cfg.stage == "operator" else 0.5 - operator_nrmse + 0.01
         return dataclasses.replace(result, metrics={"val/nrmse": value})
 

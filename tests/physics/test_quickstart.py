@@ -6,7 +6,7 @@ import torch
 
 from lightstack.cli_common import find_config
 from lightstack.core.config import load_config
-from lightstack.core.trainer import set_cpu_threads
+from lightstack.core.devices import set_cpu_threads
 from lightstack.physics.config import PhysicsConfig
 from lightstack.physics.quickstart import (
     DOCUMENTED_IMPROVEMENT,

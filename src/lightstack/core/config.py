@@ -218,6 +218,17 @@ class DataLoaderConfig(Section):
     pin_memory: bool = False
     persistent_workers: bool = False
 
+    def worker_options(self) -> dict[str, Any]:
+        """The ``DataLoader`` arguments of these settings but the batch size; persistent
+        workers and prefetching apply only where there are workers."""
+        workers = self.num_workers
+        return {
+            "num_workers": workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.persistent_workers and workers > 0,
+            "prefetch_factor": self.prefetch_factor if workers > 0 else None,
+        }
+
 
 class RunConfig(Section):
     """Sections every run has; families subclass it and add ``data``, ``model`` and the rest."""

@@ -1,66 +1,44 @@
 """``build_trainer``: one place that turns a run config into a ``lightning.Trainer``.
 
-Devices, nodes, strategy (DDP, FSDP with the model's blocks as units), precision, accumulation,
-clipping, profiling and the standard callbacks all come from the config; ``fit`` adds the
-out-of-memory recovery of ``training.oom_recovery``.
+Devices, nodes, strategy (DDP, FSDP with the model's blocks as units: ``core.devices``),
+precision, accumulation, clipping, profiling and the standard callbacks
+(``core.callbacks.standard``) all come from the config; ``fit`` adds the out-of-memory recovery
+of ``training.oom_recovery`` and ``run_fit`` tunes, fits or resumes and collects the results.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import (
-    Callback,
-    EarlyStopping,
-    LearningRateMonitor,
-    Timer,
-)
+from lightning.pytorch.callbacks import Callback, Timer
 from lightning.pytorch.profilers import (
     AdvancedProfiler,
     Profiler,
     PyTorchProfiler,
     SimpleProfiler,
 )
-from lightning.pytorch.strategies import FSDPStrategy, Strategy
-from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import nn
 
-from lightstack.core.callbacks.history import TrainingHistory
-from lightstack.core.callbacks.memory import MemoryCleanup
-from lightstack.core.callbacks.nan_guard import FiniteModelCheckpoint, NaNGuard
 from lightstack.core.callbacks.oom_recovery import BuildTrainer, fit_with_oom_recovery
-from lightstack.core.callbacks.preemption import Preemption, StepCheckpoint
-from lightstack.core.callbacks.progress import (
-    ParameterSummary,
-    ThrottledRichProgressBar,
-    ThrottledTQDMProgressBar,
-)
-from lightstack.core.callbacks.throughput import ThroughputMonitor
-from lightstack.core.callbacks.time_budget import TimeBudgetSchedule
+from lightstack.core.callbacks.standard import build_callbacks
 from lightstack.core.checkpoints import AtomicCheckpointIO
 from lightstack.core.config import C, RunConfig, apply_updates, loader_section, save_config
+from lightstack.core.devices import (
+    build_strategy,
+    check_accelerator,
+    check_precision,
+    set_cpu_threads,
+)
 from lightstack.core.io import atomic_write_json
 from lightstack.core.loggers import build_loggers
-from lightstack.core.resume import RestoreRNG, verify_resume_checkpoint
+from lightstack.core.resume import verify_resume_checkpoint
 from lightstack.core.run import resume_checkpoint, write_run_config
-
-
-def resolve_monitor(cfg: RunConfig, default: str) -> tuple[str, str]:
-    """The metric checkpoints and early stopping follow: config, else the family default.
-
-    With Lightning validation switched off there is no ``val/*`` metric, so fall back to
-    ``train/loss`` (minimised).
-    """
-    if cfg.training.skip_lightning_val:
-        return "train/loss", "min"
-    return cfg.checkpoint.monitor or default, cfg.checkpoint.mode
 
 
 class _NoAdvertisements(logging.Filter):
@@ -85,149 +63,6 @@ def quiet_lightning() -> None:
         "ignore",
         message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
         category=FutureWarning,
-    )
-
-
-def _progress_bar(kind: str) -> list[Callback]:
-    if kind == "rich":
-        return [ThrottledRichProgressBar(leave=True)]
-    if kind == "tqdm":
-        return [ThrottledTQDMProgressBar()]
-    return []
-
-
-def build_callbacks(cfg: RunConfig, run_dir: Path, default_monitor: str) -> list[Callback]:
-    """The standard callbacks. Checkpoints: ``best`` (top-k of the monitor, judged on fresh
-    validation metrics only) and ``last`` at every validation, plus ``last.ckpt`` every
-    ``checkpoint.every_n_train_steps`` steps and when a signal asks the run to stop."""
-    monitor, mode = resolve_monitor(cfg, default_monitor)
-    ckpt = cfg.checkpoint
-    ckpt_dir = run_dir / "checkpoints"
-    callbacks: list[Callback] = [
-        FiniteModelCheckpoint(
-            dirpath=ckpt_dir,
-            filename="best",
-            monitor=monitor,
-            mode=mode,
-            save_top_k=ckpt.save_top_k,
-            save_last=ckpt.save_last,
-            every_n_epochs=ckpt.every_n_epochs,
-            auto_insert_metric_name=False,
-        ),
-        Preemption(ckpt_dir),
-        RestoreRNG(),
-        TrainingHistory(run_dir),
-        ThroughputMonitor(),
-        Timer(duration=cfg.trainer.max_time, interval="step"),
-        ParameterSummary(),
-        *_progress_bar(cfg.logging.progress_bar),
-    ]
-    if cfg.trainer.max_time:
-        callbacks.append(TimeBudgetSchedule())
-    if cfg.logging.loggers:  # the LR monitor needs a logger
-        callbacks.append(LearningRateMonitor(logging_interval="step"))
-    es = cfg.training.early_stopping
-    if es.enabled:
-        callbacks.append(
-            EarlyStopping(monitor=monitor, mode=mode, patience=es.patience, min_delta=es.min_delta)
-        )
-    if ckpt.every_n_train_steps:
-        callbacks.append(StepCheckpoint(ckpt_dir, ckpt.every_n_train_steps))
-    guard = cfg.training.nan_guard
-    if guard.enabled:
-        callbacks.append(NaNGuard(guard.action, guard.max_skips))
-    mem = cfg.training.memory_cleanup
-    if mem.enabled:
-        callbacks.append(MemoryCleanup(mem.points, mem.every_n_train_steps))
-    return callbacks
-
-
-def set_cpu_threads(requested: int | None) -> int:
-    """Set torch's intra-op threads: ``requested``, else at most the cores this process may use.
-
-    torch counts the machine's cores even where a container or ``taskset`` allows fewer, and
-    OpenMP threads that outnumber the free cores spin-wait on each other: on a loaded 2-core
-    machine (load average 8) two threads ran the quickstart's step 47x slower than one (4.2 s
-    against 90 ms).
-    """
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    threads = requested or min(torch.get_num_threads(), available or torch.get_num_threads())
-    torch.set_num_threads(threads)
-    return threads
-
-
-def _accelerator(requested: str) -> str:
-    if requested in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ValueError(
-            f"trainer.accelerator={requested!r} but no CUDA device is visible; use 'cpu' or 'auto'"
-        )
-    return requested
-
-
-def check_precision(cfg: RunConfig) -> None:
-    """Refuse fp16 mixed precision where it would run on the CPU (``auto`` included)."""
-    t = cfg.trainer
-    if t.precision != "16-mixed" or t.accelerator != "auto":
-        return  # an explicit 'cpu' is refused by TrainerConfig already
-    if not torch.cuda.is_available():
-        raise ValueError(
-            "trainer.precision='16-mixed' needs a CUDA GPU, but trainer.accelerator='auto' "
-            "resolves to the CPU here (no CUDA device visible); use 'bf16-mixed' or '32-true'"
-        )
-
-
-def fsdp_wrap_modules(module: nn.Module | None) -> set[type[nn.Module]]:
-    """Block types the LightningModule names as FSDP units (``fsdp_wrap_modules()``), else {}."""
-    declare = getattr(module, "fsdp_wrap_modules", None)
-    if not callable(declare):
-        return set()
-    layers = set(declare())
-    bad = [t for t in layers if not (isinstance(t, type) and issubclass(t, nn.Module))]
-    if bad:
-        raise TypeError(
-            f"{type(module).__name__}.fsdp_wrap_modules() must return nn.Module classes, got {bad}"
-        )
-    return layers
-
-
-def build_strategy(cfg: RunConfig, module: nn.Module | None = None) -> Strategy | str:
-    """``trainer.strategy`` as Lightning takes it: a name, or the configured ``FSDPStrategy``.
-
-    FSDP wraps each block of ``module.fsdp_wrap_modules()`` as one unit (sharded, gathered just
-    in time); activation checkpointing applies to the same blocks. Checkpoints are saved as one
-    full state dict so ``load_checkpoint`` and ``ckpt convert`` read them like any other.
-    """
-    t = cfg.trainer
-    if t.strategy != "fsdp":
-        return t.strategy
-    layers = fsdp_wrap_modules(module)
-    fsdp = t.fsdp
-    if not layers:
-        name = type(module).__name__ if module is not None else "the LightningModule"
-        hybrid = fsdp.sharding_strategy == "HYBRID_SHARD"
-        needs = [
-            knob
-            for knob, on in (
-                ("trainer.fsdp.activation_checkpointing", fsdp.activation_checkpointing),
-                ("trainer.fsdp.sharding_strategy=HYBRID_SHARD", hybrid),
-            )
-            if on
-        ]
-        if needs:
-            raise ValueError(
-                f"{', '.join(needs)} needs the model's blocks, but {name} has no "
-                "fsdp_wrap_modules() (pass module= to build_trainer)"
-            )
-        rank_zero_warn(
-            f"strategy fsdp: {name} declares no fsdp_wrap_modules(), so the whole model is one "
-            "FSDP unit and is gathered at once"
-        )
-    return FSDPStrategy(
-        auto_wrap_policy=layers or None,
-        activation_checkpointing_policy=layers if fsdp.activation_checkpointing else None,
-        cpu_offload=fsdp.cpu_offload or cfg.optimizer.cpu_offload,
-        sharding_strategy=fsdp.sharding_strategy,
-        state_dict_type="full",
     )
 
 
@@ -273,7 +108,7 @@ def build_trainer(
     callbacks = build_callbacks(cfg, run_dir, default_monitor) + list(extra_callbacks or [])
     skip_val = cfg.training.skip_lightning_val
     return L.Trainer(
-        accelerator=_accelerator(t.accelerator),
+        accelerator=check_accelerator(t.accelerator),
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=build_strategy(cfg, module),

@@ -125,7 +125,8 @@ def pipeline_command(ctx: typer.Context, config: ConfigPath, run_dir: RunDir = N
     """
     from lightstack.core.config import load_config
     from lightstack.physics.config import PhysicsConfig
-    from lightstack.physics.pipeline import default_run_dir, run_pipeline
+    from lightstack.physics.pipeline import run_pipeline
+    from lightstack.physics.pipeline_config import default_run_dir
 
     cfg = load_config(config, ctx.args, PhysicsConfig)
     result = run_pipeline(
@@ -158,7 +159,8 @@ def eval_command(
     the checkpoint ('gates={val/nrmse: {max: 0.01}}', eval.horizons=[1,8]).
     """
     from lightstack.core.run import default_run_dir
-    from lightstack.physics.evaluate import evaluate_checkpoint, headline, nonfinite_problem
+    from lightstack.physics.eval.publish import headline, nonfinite_problem
+    from lightstack.physics.evaluate import evaluate_checkpoint
 
     out = run_dir or default_run_dir("eval")
     files = [str(p) for p in data] if data else None

@@ -8,7 +8,8 @@ the fingerprint of the stage that started training. Re-running the same command 
 first stage without a finished entry: from that stage's own ``last.ckpt`` when it was started
 with the same config (as ``physics train`` resumes, bit for bit), otherwise its folder is wiped
 and it trains from the start, and so does every stage built on it. A finished stage whose config
-has since changed is an error rather than a silent mix of two configurations. The run directory
+has since changed is an error rather than a silent mix of two configurations (stage configs and
+fingerprints: ``pipeline_config``; the state files: ``pipeline_state``). The run directory
 is locked while the pipeline runs (``core.run.claim_run_dir``). After the
 stages, a quick evaluation on a few test trajectories checks the gates, so a bad model fails
 fast; then the full evaluation applies them again, updates the leaderboard and writes the
@@ -19,51 +20,42 @@ Exit codes: 0 passed, 2 a stage failed, 3 a gate failed (1 is left to invalid in
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import hashlib
-import json
 import math
-import os
-import re
 import shutil
 import time
 import traceback
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import OmegaConf
 
-from lightstack.core.config import to_dict, validate
 from lightstack.core.io import atomic_write_json, atomic_write_text
 from lightstack.core.run import CHECKPOINTS, LAST_NAME, claim_run_dir, write_run_config
 from lightstack.physics.config import PhysicsConfig
-from lightstack.physics.data.generate import default_filename
 from lightstack.physics.eval.gates import judge
-from lightstack.physics.evaluate import (
-    ROLLOUT_STAGES,
-    RunContext,
-    evaluate_checkpoint,
-    judged_metrics,
+from lightstack.physics.eval.publish import RunContext, judged_metrics
+from lightstack.physics.evaluate import evaluate_checkpoint
+from lightstack.physics.pipeline_config import (
+    PipelineError,
+    check_order,
+    fingerprint,
+    stage_config,
+    with_generated_data,
 )
-from lightstack.physics.generation import generate_with_progress
+from lightstack.physics.pipeline_state import (
+    environment,
+    load_state,
+    save_state,
+    wandb_environment,
+)
 from lightstack.physics.stages import REQUIRES
+from lightstack.physics.stages.predictors import ROLLOUT_STAGES
 from lightstack.physics.train import train
 
 EXIT_OK, EXIT_STAGE_FAILED, EXIT_GATE_FAILED = 0, 2, 3
-STATE_FILE = "pipeline_state.json"
-WANDB_CONTEXT = "wandb_context.json"
-STATE_VERSION = 1
-# top-level fields that do not change what a stage learns: editing them never forces retraining
-UNTRAINED_FIELDS = ("name", "init_from", "gates", "champion", "pipeline", "eval", "logging")
-
-
-class PipelineError(ValueError):
-    """The pipeline cannot start or resume in this run directory."""
 
 
 @dataclass
@@ -72,148 +64,6 @@ class PipelineResult:
     exit_code: int
     message: str
     summary: dict[str, Any]
-
-
-def stage_config(cfg: PhysicsConfig, stage: str) -> PhysicsConfig:
-    """``cfg`` of one stage: its name and its ``stage_overrides``; ``init_from`` is set when it
-    trains (the pipeline decides which checkpoint each stage starts from)."""
-    data = to_dict(cfg) | {"stage": stage, "init_from": None}
-    overrides = cfg.pipeline.stage_overrides.get(stage, {})
-    generate = overrides.get("generate") or {}
-    if (
-        data["generate"]
-        and generate.get("equation", data["generate"]["equation"]) != (data["generate"]["equation"])
-    ):
-        data["generate"] = None  # solver parameters belong to one equation: don't inherit them
-    merged = OmegaConf.merge(OmegaConf.create(data), OmegaConf.create(overrides))
-    return validate(
-        PhysicsConfig,
-        OmegaConf.to_container(merged),  # type: ignore[arg-type]
-        f"pipeline stage {stage} (pipeline.stage_overrides.{stage})",
-    )
-
-
-def check_order(cfg: PhysicsConfig) -> None:
-    """Every stage that starts from another one finds its checkpoint: an earlier stage of the
-    pipeline, or ``init_from`` when that stage is not part of it."""
-    stages = cfg.pipeline.stages
-    for index, stage in enumerate(stages):
-        required = REQUIRES.get(stage)
-        if required is None or (required not in stages and cfg.init_from):
-            continue
-        if required not in stages[:index]:
-            raise PipelineError(
-                f"pipeline.stages {stages}: stage {stage} starts from a {required} checkpoint; "
-                f"list {required} before it, or leave it out and set init_from"
-            )
-    if not any(s in ROLLOUT_STAGES for s in stages):
-        raise PipelineError(
-            f"pipeline.stages {stages}: nothing to evaluate; include one of {ROLLOUT_STAGES}"
-        )
-    if cfg.pipeline.eval_stage not in (None, *ROLLOUT_STAGES):
-        raise PipelineError(
-            f"pipeline.eval_stage {cfg.pipeline.eval_stage!r} has no rollout to evaluate; "
-            f"choose one of {ROLLOUT_STAGES}"
-        )
-
-
-def fingerprint(cfg: PhysicsConfig) -> str:
-    """Hash of the fields that change what a stage learns (see ``UNTRAINED_FIELDS``)."""
-    data = {k: v for k, v in to_dict(cfg).items() if k not in UNTRAINED_FIELDS}
-    data["cache"] = {"dtype": cfg.cache.dtype}  # where and whether latents are cached: no change
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def default_run_dir(cfg: PhysicsConfig, root: str | Path = "runs") -> Path:
-    """``runs/<name>-<hash>``: the same training config always finds the same folder.
-
-    That is what lets a re-run of the same command resume; a config that trains differently
-    gets a folder of its own.
-    """
-    stages = [fingerprint(stage_config(cfg, s)) for s in cfg.pipeline.stages]
-    digest = hashlib.sha256(json.dumps(stages).encode()).hexdigest()[:8]
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", cfg.name).strip("-") or "run"
-    return Path(root) / f"{safe}-{digest}"
-
-
-def with_generated_data(
-    cfg: PhysicsConfig, run_dir: Path, log: Callable[[str], None]
-) -> PhysicsConfig:
-    """A stage with a ``generate`` section and no ``data.train_files`` trains on generated data.
-
-    The file goes to ``run_dir/data/<hash of the section>/<equation>.hdf5`` (``.h5`` for
-    seed groups, see ``default_filename``) once (atomically),
-    so a resumed run reuses it, two stages with different data sets do not collide and the
-    task keeps the equation's name.
-    """
-    gen = cfg.generate
-    if gen is None or cfg.data.train_files:
-        return cfg
-    digest = hashlib.sha256(json.dumps(to_dict(gen), sort_keys=True).encode()).hexdigest()[:8]
-    path = run_dir / "data" / digest / default_filename(gen.equation)
-    if not path.is_file():
-        log(f"generating {gen.samples} {gen.equation} samples into {path}")
-        generate_with_progress(gen.equation, path, gen.samples, gen.seed, dict(gen.params))
-    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"train_files": [str(path)]})})
-
-
-# --- state and environment ---------------------------------------------------------------------
-def load_state(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / STATE_FILE
-    if not path.is_file():
-        return {"version": STATE_VERSION, "stages": {}}
-    try:
-        state = json.loads(path.read_text())
-    except ValueError as exc:
-        raise PipelineError(f"{path} is not valid JSON ({exc}); remove it to start over") from exc
-    if state.get("version") != STATE_VERSION or not isinstance(state.get("stages"), dict):
-        raise PipelineError(
-            f"{path}: expected version {STATE_VERSION} with a 'stages' mapping; remove it to "
-            "start over"
-        )
-    return state
-
-
-def save_state(run_dir: Path, state: dict[str, Any]) -> None:
-    atomic_write_json(run_dir / STATE_FILE, state)
-
-
-def wandb_environment(cfg: PhysicsConfig, run_dir: Path) -> dict[str, str]:
-    """Environment that makes every stage log into one W&B run (``wandb_context.json``).
-
-    Created once per run directory and reused on resume, so a resumed pipeline keeps logging
-    into the same run; empty when W&B is not among the loggers.
-    """
-    if "wandb" not in cfg.logging.loggers:
-        return {}
-    path = run_dir / WANDB_CONTEXT
-    if path.is_file():
-        return {str(k): str(v) for k, v in json.loads(path.read_text()).items()}
-    env = {
-        "WANDB_RUN_ID": uuid.uuid4().hex[:16],
-        "WANDB_RESUME": "allow",
-        "WANDB_PROJECT": cfg.logging.wandb_project,
-        "WANDB_NAME": cfg.name,
-    }
-    if cfg.logging.wandb_offline:
-        env["WANDB_MODE"] = "offline"
-    atomic_write_json(path, env)
-    return env
-
-
-@contextlib.contextmanager
-def environment(env: dict[str, str]) -> Iterator[None]:
-    """Set ``env`` for the duration of the block, then restore what was there."""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 # --- the pipeline ------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -284,20 +283,10 @@ class PDEDataModule(ResumableDataModule):
     def windows(self, which: str, horizon: int | None) -> Dataset:
         return ConcatDataset(self._windows(which, horizon))
 
-    def _worker_options(self) -> dict[str, Any]:
-        loader = self.cfg.loader
-        workers = loader.num_workers
-        return {
-            "num_workers": workers,
-            "pin_memory": loader.pin_memory,
-            "persistent_workers": loader.persistent_workers and workers > 0,
-            "prefetch_factor": loader.prefetch_factor if workers > 0 else None,
-        }
-
     def _loader(self, dataset: Dataset) -> DataLoader:
         """An evaluation loader: every window once, in order."""
         return DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=False, **self._worker_options()
+            dataset, batch_size=self.batch_size, shuffle=False, **self.cfg.loader.worker_options()
         )
 
     def training_windows(self, horizon: int | None) -> Dataset:
@@ -322,7 +311,7 @@ class PDEDataModule(ResumableDataModule):
                 resident, self.batch_size, weights=weights, collate_fn=whole_batch
             )
         return self.resumable_loader(
-            dataset, self.batch_size, weights=weights, **self._worker_options()
+            dataset, self.batch_size, weights=weights, **self.cfg.loader.worker_options()
         )
 
     def val_dataloader(self) -> DataLoader:

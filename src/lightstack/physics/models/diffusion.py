@@ -25,6 +25,7 @@ from torch import nn
 
 from lightstack.physics.config import DiffusionConfig, SurrogateConfig
 from lightstack.physics.models.layers import Block
+from lightstack.physics.models.rollout import latent_rollout
 from lightstack.physics.models.surrogate import LatentSurrogate
 
 
@@ -271,12 +272,11 @@ class LatentCorrector(nn.Module):
     ) -> torch.Tensor:
         """Corrected autoregressive latent rollout, decoded every step: (B, n_steps, *S, C)."""
         cond = self.conditioning(dt, params)
-        z = self.surrogate.encode(u0, grid)
-        frames = []
-        for _ in range(n_steps):
-            z = self.correct(z, self.surrogate.step(z, dt, params), cond, steps, generator)
-            frames.append(self.surrogate.decode_grid(z, grid))
-        return torch.stack(frames, dim=1)
+
+        def step(z: torch.Tensor) -> torch.Tensor:
+            return self.correct(z, self.surrogate.step(z, dt, params), cond, steps, generator)
+
+        return latent_rollout(self.surrogate, u0, grid, step, n_steps)
 
 
 class DiffusionResidual(LatentCorrector):

@@ -31,3 +31,9 @@ def teacher_forced(fields: torch.Tensor, initial_step: int) -> tuple[torch.Tenso
     """One-step inputs and targets of whole trajectories ``fields`` (B, T, *S, C): the history
     before each predicted step (B, T - K, *S, K * C) and the step itself (B, T - K, *S, C)."""
     return history_windows(fields[:, :-1], initial_step), fields[:, initial_step:]
+
+
+def slide_history(history: torch.Tensor, snapshot: torch.Tensor) -> torch.Tensor:
+    """``history`` (B, *S, K * C) moved on by one step: its oldest snapshot dropped,
+    ``snapshot`` (B, *S, C) appended as the newest."""
+    return torch.cat([history[..., snapshot.shape[-1] :], snapshot], dim=-1)

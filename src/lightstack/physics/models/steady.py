@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from lightstack.physics.config import SteadyConfig, SurrogateConfig
-from lightstack.physics.models.decoder import PointDecoder
-from lightstack.physics.models.encoder import PatchEncoder, patch_centres
+from lightstack.physics.models.encoder import patch_centres
 from lightstack.physics.models.layers import Block
+from lightstack.physics.models.parts import patch_encoder, point_decoder, register_statistics
 
 COEFFICIENT_CHANNELS = 1  # PDEBench Darcy stores one coefficient field ``nu``
 
@@ -24,18 +24,7 @@ class SteadyPrior(nn.Module):
         super().__init__()
         cfg.check_data_shapes()
         self.cfg = cfg
-        dims = len(cfg.spatial_shape)
-        common = dict(
-            width=cfg.width, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout
-        )
-        self.encoder = PatchEncoder(
-            COEFFICIENT_CHANNELS,
-            dims,
-            patch=cfg.patch_size,
-            depth=cfg.encoder_depth,
-            octaves=cfg.octaves,
-            **common,
-        )
+        self.encoder = patch_encoder(cfg, COEFFICIENT_CHANNELS)
         self.params = None
         if cfg.n_params:
             self.params = nn.Sequential(
@@ -47,13 +36,9 @@ class SteadyPrior(nn.Module):
             for _ in range(steady.depth)
         )
         self.norm = nn.LayerNorm(cfg.width)
-        self.decoder = PointDecoder(
-            cfg.channels, dims, depth=cfg.decoder_depth, octaves=cfg.octaves, **common
-        )
-        self.register_buffer("in_mean", torch.zeros(COEFFICIENT_CHANNELS))
-        self.register_buffer("in_std", torch.ones(COEFFICIENT_CHANNELS))
-        self.register_buffer("mean", torch.zeros(cfg.channels))
-        self.register_buffer("std", torch.ones(cfg.channels))
+        self.decoder = point_decoder(cfg)
+        register_statistics(self, COEFFICIENT_CHANNELS, prefix="in_")
+        register_statistics(self, cfg.channels)
 
     def set_normalization(
         self, coefficient: tuple[torch.Tensor, torch.Tensor], solution: tuple[torch.Tensor, ...]

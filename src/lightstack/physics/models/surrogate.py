@@ -10,48 +10,34 @@ advances it in latent space as it does a single snapshot's.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from lightstack.physics.config import SurrogateConfig
-from lightstack.physics.models.decoder import PointDecoder
-from lightstack.physics.models.encoder import PatchEncoder, patch_centres
+from lightstack.physics.models.encoder import patch_centres
 from lightstack.physics.models.operator import LatentOperator
+from lightstack.physics.models.parts import (
+    HistoryModel,
+    block_settings,
+    patch_encoder,
+    point_decoder,
+)
+from lightstack.physics.models.rollout import latent_rollout
 
 
-class LatentSurrogate(nn.Module):
+class LatentSurrogate(HistoryModel):
     def __init__(self, cfg: SurrogateConfig):
-        super().__init__()
         cfg.check_data_shapes()
+        super().__init__(cfg.channels, cfg.initial_step)
         self.cfg = cfg
-        dims = len(cfg.spatial_shape)
-        common = dict(
-            width=cfg.width, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout
+        self.encoder = patch_encoder(cfg, cfg.channels * cfg.initial_step)
+        self.operator = LatentOperator(
+            depth=cfg.operator_depth, n_cond=1 + cfg.n_params, **block_settings(cfg)
         )
-        self.initial_step = cfg.initial_step
-        self.encoder = PatchEncoder(
-            cfg.channels * cfg.initial_step,
-            dims,
-            patch=cfg.patch_size,
-            depth=cfg.encoder_depth,
-            octaves=cfg.octaves,
-            **common,
-        )
-        self.operator = LatentOperator(depth=cfg.operator_depth, n_cond=1 + cfg.n_params, **common)
-        self.decoder = PointDecoder(
-            cfg.channels, dims, depth=cfg.decoder_depth, octaves=cfg.octaves, **common
-        )
-        self.register_buffer("mean", torch.zeros(cfg.channels))
-        self.register_buffer("std", torch.ones(cfg.channels))
-
-    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        self.mean.copy_(mean)
-        self.std.copy_(std)
+        self.decoder = point_decoder(cfg)
 
     # --- the three parts, in physical units at the edges -----------------------------------
     def encode(self, u: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         """``u`` (B, *S, initial_step * C) history, ``grid`` (B, *S, d) -> tokens (B, N, width)."""
-        k = self.initial_step
-        return self.encoder((u - self.mean.repeat(k)) / self.std.repeat(k), grid)
+        return self.encoder(self.normalise_history(u), grid)
 
     def step(self, z: torch.Tensor, dt: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """One latent time step; ``dt`` (B,), ``params`` (B, n_params)."""
@@ -101,11 +87,4 @@ class LatentSurrogate(nn.Module):
     ) -> torch.Tensor:
         """Autoregressive rollout in latent space from the history ``u0`` (B, *S, K * C),
         decoded every step: (B, steps, *S, C)."""
-        z = self.encode(u0, grid)
-        anchor = self.anchor(u0, self.decode_grid(z, grid)) if self.cfg.predict_increment else None
-        frames = []
-        for _ in range(steps):
-            z = self.step(z, dt, params)
-            frame = self.decode_grid(z, grid)
-            frames.append(frame if anchor is None else frame + anchor)
-        return torch.stack(frames, dim=1)
+        return latent_rollout(self, u0, grid, lambda z: self.step(z, dt, params), steps)

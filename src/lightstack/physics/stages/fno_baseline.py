@@ -21,6 +21,8 @@ from lightstack.core.optim import build_optimization
 from lightstack.physics.config import FNOConfig, PhysicsConfig, SurrogateConfig
 from lightstack.physics.data.steady import SteadyDataModule
 from lightstack.physics.models.history import teacher_forced
+from lightstack.physics.models.parts import HistoryModel
+from lightstack.physics.models.rollout import history_rollout
 from lightstack.physics.models.steady import COEFFICIENT_CHANNELS, SteadyPrior
 from lightstack.physics.stages.base import PhysicsStage
 from lightstack.physics.stages.handoff import read_stage_checkpoint
@@ -81,7 +83,7 @@ def fno_inputs(x: torch.Tensor, grid: torch.Tensor, params: torch.Tensor) -> tor
     return inputs.movedim(-1, 1)
 
 
-class FNOSurrogate(nn.Module):
+class FNOSurrogate(HistoryModel):
     """One-step FNO ``u(t) -> u(t + dt)`` on a regular grid, physical units in and out.
 
     Input channels: the normalised history of ``initial_step`` snapshots (stacked on channels,
@@ -90,21 +92,9 @@ class FNOSurrogate(nn.Module):
     """
 
     def __init__(self, cfg: FNOConfig, shapes: SurrogateConfig):
-        super().__init__()
         shapes.check_data_shapes()
-        self.initial_step = shapes.initial_step
+        super().__init__(shapes.channels, shapes.initial_step)
         self.fno = build_fno(cfg, shapes, shapes.channels * shapes.initial_step)
-        self.register_buffer("mean", torch.zeros(shapes.channels))
-        self.register_buffer("std", torch.ones(shapes.channels))
-
-    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        self.mean.copy_(mean)
-        self.std.copy_(std)
-
-    def _normalise(self, u: torch.Tensor) -> torch.Tensor:
-        """A history (B, *S, K * C) in normalised units."""
-        k = self.initial_step
-        return (u - self.mean.repeat(k)) / self.std.repeat(k)
 
     def step(self, x: torch.Tensor, grid: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """One step in normalised units: history ``x`` (B, *S, K * C), ``grid`` (B, *S, d) ->
@@ -115,7 +105,7 @@ class FNOSurrogate(nn.Module):
         self, u: torch.Tensor, grid: torch.Tensor, dt: torch.Tensor, params: torch.Tensor
     ) -> torch.Tensor:
         """One-step prediction, history ``u`` up to ``t`` -> ``u(t + dt)``, physical units."""
-        return self.step(self._normalise(u), grid, params) * self.std + self.mean
+        return self.step(self.normalise_history(u), grid, params) * self.std + self.mean
 
     def rollout(
         self,
@@ -128,14 +118,10 @@ class FNOSurrogate(nn.Module):
         """Autoregressive rollout in normalised units from the history ``u0`` (B, *S, K * C),
         each prediction replacing the oldest snapshot of the history as in PDEBench's FNO:
         (B, steps, *S, C) in physical units."""
-        x = self._normalise(u0)
-        channels = self.mean.numel()
-        frames = []
-        for _ in range(steps):
-            frame = self.step(x, grid, params)
-            frames.append(frame)
-            x = torch.cat([x[..., channels:], frame], dim=-1)
-        return torch.stack(frames, dim=1) * self.std + self.mean
+        frames = history_rollout(
+            self.normalise_history(u0), lambda x: self.step(x, grid, params), steps
+        )
+        return frames * self.std + self.mean
 
 
 class SteadyFNO(nn.Module):

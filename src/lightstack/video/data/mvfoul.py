@@ -105,15 +105,7 @@ class MVFoulDataModule(ResumableDataModule):
         return self.dataset("train").class_counts()
 
     def _loader_options(self) -> dict[str, Any]:
-        cfg = self.cfg
-        workers = cfg.num_workers
-        return {
-            "num_workers": workers,
-            "pin_memory": cfg.pin_memory,
-            "persistent_workers": cfg.persistent_workers and workers > 0,
-            "prefetch_factor": cfg.prefetch_factor if workers > 0 else None,
-            "collate_fn": collate_views,
-        }
+        return self.cfg.worker_options() | {"collate_fn": collate_views}
 
     def _loader(self, dataset: MVFoulDataset, **kwargs: Any) -> DataLoader:
         return DataLoader(dataset, batch_size=self.batch_size, **self._loader_options(), **kwargs)

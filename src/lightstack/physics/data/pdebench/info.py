@@ -6,12 +6,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import h5py
 import numpy as np
 
 from lightstack.physics.data.pdebench.errors import PDEBenchError
+
+T = TypeVar("T", h5py.Dataset, h5py.Group)
 
 SPATIAL_AXES = ("x", "y", "z")
 # In a FieldSource key, replaced by the sample's group name (PDEBench's seed-group files).
@@ -67,23 +69,25 @@ class PDEFileInfo:
         return len(self.spatial_shape)
 
 
-def dataset(f: h5py.File | h5py.Group, path: Path, key: str, expected: str) -> h5py.Dataset:
-    """``f[key]`` as a dataset, or a ``PDEBenchError`` saying what was expected there."""
+def member(f: h5py.File | h5py.Group, path: Path, key: str, expected: str, kind: type[T]) -> T:
+    """``f[key]``, which must be a ``kind`` (``h5py.Dataset`` or ``h5py.Group``), or a
+    ``PDEBenchError`` saying what was expected there."""
     obj = f.get(key)
     if obj is None:
         raise PDEBenchError(path, key, expected, "missing")
-    if not isinstance(obj, h5py.Dataset):
+    if not isinstance(obj, kind):
         raise PDEBenchError(path, key, expected, f"a {type(obj).__name__}")
     return obj
+
+
+def dataset(f: h5py.File | h5py.Group, path: Path, key: str, expected: str) -> h5py.Dataset:
+    """``f[key]`` as a dataset (see ``member``)."""
+    return member(f, path, key, expected, h5py.Dataset)
 
 
 def group(f: h5py.File | h5py.Group, path: Path, key: str, expected: str) -> h5py.Group:
-    obj = f.get(key)
-    if obj is None:
-        raise PDEBenchError(path, key, expected, "missing")
-    if not isinstance(obj, h5py.Group):
-        raise PDEBenchError(path, key, expected, f"a {type(obj).__name__}")
-    return obj
+    """``f[key]`` as a group (see ``member``)."""
+    return member(f, path, key, expected, h5py.Group)
 
 
 def coordinate(
