@@ -65,7 +65,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from bench_common import emit, sync
 from lightstack.core.config import load_config
 from lightstack.core.optim import build_optimizer
-from lightstack.core.run import prepare_run_dir
+from lightstack.core.run import claim_run_dir
 from lightstack.core.trainer import run_fit
 from lightstack.physics import stages
 from lightstack.physics.config import PhysicsConfig
@@ -527,9 +527,9 @@ def physics_run(cfg: PhysicsConfig, run_dir: Path, warmup: int) -> tuple[dict, P
     dm = stages.build_datamodule(cfg)
     cfg = with_data_shapes(cfg, dm)
     stage = stages.build_stage(cfg, dm)
-    path = prepare_run_dir(cfg, run_dir, cfg.name)
     probe = DataWait(warmup, physics_device(cfg))
-    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON lines only
+    # stdout carries the JSON lines only
+    with claim_run_dir(run_dir, cfg.name) as path, contextlib.redirect_stdout(sys.stderr):
         run_fit(cfg, path, stage, dm, DEFAULT_MONITOR, resume="never", extra_callbacks=[probe])
     return probe.result(), cfg
 

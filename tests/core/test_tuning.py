@@ -14,7 +14,7 @@ from lightstack.core.tuning import tune
 
 def run(toy, tmp_path, *overrides, n=64, batch_size=4, lr=False, bs=False):
     cfg = toy.config(f"data.batch_size={batch_size}", *overrides)
-    save_config(cfg, tmp_path / "config.yaml")  # as prepare_run_dir writes it
+    save_config(cfg, tmp_path / "config.yaml")  # as run_fit writes it (write_run_config)
     module, data = toy.Module(cfg), toy.Data(n=n, batch_size=batch_size)
     trainer = build_trainer(cfg, tmp_path, "train/loss", module=module)
     return cfg, data, tune(trainer, module, data, cfg, tmp_path, batch_size=bs, lr=lr)
