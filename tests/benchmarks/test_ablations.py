@@ -18,4 +18,4 @@ def test_each_variant_is_the_quickstart_with_its_overrides(tmp_path):
     ]
     assert record["steps"] >= 1 and record["test_onestep_nrmse"] > 0
     assert (tmp_path / "adamw" / "summary.json").is_file()
-    assert (tmp_path / "data" / "burgers1d.h5").is_file()  # generated once, shared
+    assert (tmp_path / "data" / "burgers1d.hdf5").is_file()  # generated once, shared
