@@ -94,7 +94,7 @@ PROBLEMS: dict[str, Problem] = {
     "burgers1d": Problem(params={"nu": 0.01, "nx": 1024}, **ONE_D),
     "advection1d": Problem(params={"beta": 0.1, "nx": 1024}, **ONE_D),
     "ns2d": Problem(
-        params={"n": 64},
+        params={"nx": 64},
         samples=256,
         reduction={"reduced_resolution": 1, "reduced_resolution_t": 1},
         horizons=[1, 10, 20],
@@ -105,7 +105,7 @@ PROBLEMS: dict[str, Problem] = {
         split_by_index=False,
     ),
     "darcy2d": Problem(
-        params={"n": 64, "beta": 1.0},
+        params={"nx": 64, "beta": 1.0},
         samples=512,
         reduction={"reduced_resolution": 1},
         horizons=[],

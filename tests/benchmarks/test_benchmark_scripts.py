@@ -4,7 +4,9 @@ with the keys the benchmark docs read; every number that must be positive is."""
 from __future__ import annotations
 
 import pytest
-from script_runner import json_records, run_benchmark
+from script_runner import json_records, load_script, run_benchmark
+
+from lightstack.physics.data.pdebench import inspect_file
 
 TINY_OPERATOR = [
     *("--device", "cpu", "--width", "16", "--depth", "1", "--heads", "2", "--tokens", "4"),
@@ -124,3 +126,14 @@ def test_quality_per_compute_compares_each_problem_with_the_fno(equation, models
     proc = run_benchmark("quality_per_compute.py", "--equation", equation, "--models", "nothing")
     assert proc.returncode == 2
     assert f"--models nothing: choose from {models}" in proc.stderr
+
+
+@pytest.mark.parametrize("equation", ["advection1d", "burgers1d", "ns2d", "darcy2d"])
+def test_quality_per_compute_problems_generate_their_data(equation, tmp_path):
+    """Each problem's generator parameters are ones its generator takes (a renamed parameter
+    once broke the 2D problems only on the GPU machine)."""
+    script = load_script("quality_per_compute")
+    path = script.generate_data(equation, samples=1, seed=0, out_dir=tmp_path)
+    info = inspect_file(path)
+    assert info.n_samples == 1
+    assert info.spatial_shape[-1] == script.PROBLEMS[equation].params["nx"]

@@ -3,9 +3,7 @@ decode-speed options of the video data code that it relies on."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import av
@@ -14,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
-from script_runner import BENCHMARKS, json_records
+from script_runner import BENCHMARKS, json_records, load_script
 
 from lightstack.core.config import ConfigError
 from lightstack.video.data import decode
@@ -33,15 +31,6 @@ TINY_WINDOW = [
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:
     torch.set_num_threads(1)
-
-
-def load_script():
-    if str(SCRIPT.parent) not in sys.path:  # as `python benchmarks/...` has it: bench_common
-        sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("input_pipeline", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def in_unit_interval(*values: float) -> bool:
@@ -90,7 +79,7 @@ def test_video_mode_reports_wait_per_worker_count_and_consumer(tmp_path, capsys)
     stamp = (data / "synthetic.json").stat().st_mtime_ns
     summary = json.loads((data / "synthetic.json").read_text())
     assert (summary["bitrate"], summary["keyframe_interval"]) == (200_000, 4)
-    script = load_script()
+    script = load_script("input_pipeline")
     again = [*args[:7], "--data", str(data), "--bitrate", "0.2", "--keyframe-interval", "4"]
     assert script.ensure_clips(script.parse_args(again)) == data  # same settings: reused
     assert (data / "synthetic.json").stat().st_mtime_ns == stamp
@@ -132,10 +121,10 @@ def test_video_mode_with_cache_times_the_preparation_and_reads_the_cache(tmp_pat
     assert sleep["cache"] is True and sleep["batches"] == 2
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
+    script = load_script("input_pipeline")
+    other = script.parse_args([*args[:9], "--cache-dir", str(tmp_path / "other")])
     with pytest.raises(SystemExit, match="holds files but no clip cache"):
-        load_script().cache_dir(
-            load_script().parse_args([*args[:9], "--cache-dir", str(tmp_path / "other")]), tmp_path
-        )
+        script.cache_dir(other, tmp_path)
 
 
 def test_physics_mode_reports_dataloader_wait_per_variant(tiny_config_file, burgers_file):
@@ -160,7 +149,7 @@ def test_physics_mode_reports_dataloader_wait_per_variant(tiny_config_file, burg
 
 
 def test_bad_override_and_arguments_fail_before_any_work(tmp_path, tiny_config_file, capsys):
-    script = load_script()
+    script = load_script("input_pipeline")
     config = tiny_config_file
     with pytest.raises(ConfigError, match="nosuch"):
         script.main(["physics", "--config", str(config), "--variant", "nosuch.key=1"])
@@ -177,7 +166,7 @@ def test_bad_override_and_arguments_fail_before_any_work(tmp_path, tiny_config_f
 
 
 def test_data_wait_without_measured_steps_says_why():
-    probe = load_script().DataWait(warmup=5, device=torch.device("cpu"))
+    probe = load_script("input_pipeline").DataWait(warmup=5, device=torch.device("cpu"))
     with pytest.raises(RuntimeError, match="no training step after the 5 warm-up steps"):
         probe.result()
 

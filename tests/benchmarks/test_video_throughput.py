@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import pytest
 import torch
-from script_runner import BENCHMARKS
+from script_runner import BENCHMARKS, load_script
 
 SCRIPT = BENCHMARKS / "video_throughput.py"
 TINY = ["--device", "cpu", "--batch", "2", "--frames", "4", "--size", "16", "--steps", "1"]
 TINY += ["--warmup", "1", "--set", "model.hidden=16"]
-
-
-def load_script():
-    if str(SCRIPT.parent) not in sys.path:  # as `python benchmarks/...` has it: bench_common
-        sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("video_throughput", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +27,7 @@ def test_every_setting_is_timed_and_compile_reaches_the_plain_loop(monkeypatch, 
         return fn
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    script = load_script()
+    script = load_script("video_throughput")
     script.main([*TINY, "--precision", "32-true", "--compile", "off", "on",
                  "--loops", "plain", "--repeats", "1"])  # fmt: skip
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -58,7 +47,7 @@ def test_every_setting_is_timed_and_compile_reaches_the_plain_loop(monkeypatch, 
 
 
 def test_max_batch_doubles_then_bisects(monkeypatch):
-    script = load_script()
+    script = load_script("video_throughput")
     tried: list[int] = []
 
     def fits(module, optimizer, batch, precision):
@@ -84,7 +73,7 @@ def test_max_batch_doubles_then_bisects(monkeypatch):
 
 
 def test_out_of_memory_recognises_allocator_and_library_failures():
-    script = load_script()
+    script = load_script("video_throughput")
     assert script.out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to ..."))
     assert script.out_of_memory(RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"))
     assert not script.out_of_memory(RuntimeError("shape mismatch"))
