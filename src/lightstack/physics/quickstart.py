@@ -15,7 +15,7 @@ from rich.table import Table
 
 from lightstack.core.config import load_config
 from lightstack.core.io import atomic_write_json
-from lightstack.core.run import default_run_dir
+from lightstack.core.run import CHECKPOINTS, LAST_NAME, default_run_dir
 from lightstack.physics.config import PhysicsConfig
 from lightstack.physics.data.generate import default_filename
 from lightstack.physics.evaluate import evaluate_checkpoint
@@ -36,7 +36,7 @@ def run_quickstart(
     cfg = load_config(config, overrides, PhysicsConfig)
     if cfg.generate is None:
         raise ValueError(f"{config}: the quickstart needs a 'generate' section")
-    run_dir = Path(run_dir) if run_dir else default_run_dir(cfg.name)
+    run_dir = Path(run_dir).resolve() if run_dir else default_run_dir(cfg.name)
     data_file = run_dir / "data" / default_filename(cfg.generate.equation)
     if not data_file.exists():
         gen = cfg.generate
@@ -44,6 +44,7 @@ def run_quickstart(
     cfg = load_config(
         config, [*overrides, f"data.train_files={json.dumps([str(data_file)])}"], PhysicsConfig
     )
+    resumed = (run_dir / CHECKPOINTS / LAST_NAME).is_file()
     result = train(cfg, run_dir)
     checkpoint = result.best_checkpoint or result.last_checkpoint
     if checkpoint is None:
@@ -63,6 +64,7 @@ def run_quickstart(
         "optimizer_steps": steps,
         "train_time_s": train_s,
         "steps_per_s": steps / train_s if train_s else None,
+        "resumed": resumed,
         "wall_time_s": time.perf_counter() - started,
         "metrics": str(run_dir / "eval" / "metrics.json"),
         "plot": str(run_dir / "eval" / "predictions.png"),
@@ -81,12 +83,16 @@ def run_quickstart(
 
 
 def _training_line(summary: dict) -> str:
+    """Steps, training time and rate; a resumed run's are its totals over every command."""
     rate = summary["steps_per_s"]
     pace = f"{rate:.1f} steps/s" if rate else "no steps timed"
-    return (
+    trained = (
         f"trained {summary['optimizer_steps']} optimizer steps in "
-        f"{summary['train_time_s']:.0f} s ({pace}); whole command {summary['wall_time_s']:.0f} s"
+        f"{summary['train_time_s']:.0f} s ({pace})"
     )
+    if summary["resumed"]:
+        trained += f", in total with the earlier run(s) in {summary['run_dir']} it resumed"
+    return f"{trained}; whole command {summary['wall_time_s']:.0f} s"
 
 
 def documented_result_warning(improvement: float, overrides: list[str]) -> str | None:
