@@ -1,14 +1,14 @@
-"""Quickstart ablations: the quickstart with one change per variant, each trained for the same
-wall-clock budget on the same generated data; one JSON line per variant.
+"""Quickstart ablations: the quickstart with one change per variant, each trained for the
+quickstart's fixed epochs on the same generated data; one JSON line per variant.
 
 Each variant is ``lightstack quickstart`` with dotted overrides (the shipped recipe is
-``quickstart``), so every row is reproducible with the command line alone. Run the variants on
-the same machine, one after the other or side by side with ``--variants`` per process, since
-a time-capped run trains as many steps as the machine allows.
+``quickstart``), so every row is reproducible with the command line alone. The work is fixed
+(epochs, one thread), so the numbers do not depend on the machine or on variants running side
+by side (``--variants`` per process); only the wall time does.
 
-    python benchmarks/ablations.py --out ablations                     # all variants, 3.5 min each
+    python benchmarks/ablations.py --out ablations                     # all variants, ~3 min each
     python benchmarks/ablations.py --out abl --variants quickstart adamw --set generate.samples=16 \
-        --set trainer.max_time=00:00:00:10                             # a quick check
+        --set trainer.max_epochs=1                                     # a quick check
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="override applied to every variant (e.g. trainer.max_time=00:00:01:00)",
+        help="override applied to every variant (e.g. trainer.max_epochs=2)",
     )  # fmt: skip
     parser.add_argument(
         "--data-only", action="store_true", help="generate the shared data set and stop"
