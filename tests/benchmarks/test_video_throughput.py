@@ -6,9 +6,8 @@ import json
 
 import pytest
 import torch
-from script_runner import BENCHMARKS, load_script
+from script_runner import load_script
 
-SCRIPT = BENCHMARKS / "video_throughput.py"
 TINY = ["--device", "cpu", "--batch", "2", "--frames", "4", "--size", "16", "--steps", "1"]
 TINY += ["--warmup", "1", "--set", "model.hidden=16"]
 

@@ -117,6 +117,11 @@ def _writable(path: Path) -> bool:
     return True
 
 
+def last_checkpoint(run_dir: str | Path) -> Path:
+    """``<run_dir>/checkpoints/last.ckpt``, absolute: the checkpoint a re-run resumes from."""
+    return Path(run_dir).resolve() / CHECKPOINTS / LAST_NAME
+
+
 def resume_checkpoint(run_dir: str | Path, resume: str) -> str | None:
     """The checkpoint ``trainer.fit`` resumes from.
 
@@ -128,10 +133,9 @@ def resume_checkpoint(run_dir: str | Path, resume: str) -> str | None:
     """
     if resume == "never":
         return None
-    folder = Path(run_dir).resolve() / CHECKPOINTS
-    last = folder / LAST_NAME
+    last = last_checkpoint(run_dir)
     if resume == "auto":
-        return str(_readable_or_fallback(last, folder)) if last.is_file() else None
+        return str(_readable_or_fallback(last, last.parent)) if last.is_file() else None
     if not Path(resume).is_file():
         raise FileNotFoundError(f"--resume {resume}: no such checkpoint")
     return resume

@@ -33,7 +33,7 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_only
 
 from lightstack.core.io import atomic_write_json, atomic_write_text
-from lightstack.core.run import CHECKPOINTS, LAST_NAME, claim_run_dir, write_run_config
+from lightstack.core.run import claim_run_dir, last_checkpoint, write_run_config
 from lightstack.physics.config import PhysicsConfig
 from lightstack.physics.eval.gates import judge
 from lightstack.physics.eval.publish import RunContext, judged_metrics
@@ -152,7 +152,7 @@ class _Run:
 
     def _resumable(self, stage: str, expected: str) -> bool:
         """Whether ``stage`` was started with this config and left a ``last.ckpt`` to resume."""
-        last = self.run_dir / "stages" / stage / CHECKPOINTS / LAST_NAME
+        last = last_checkpoint(self.run_dir / "stages" / stage)
         return self.state.get("started", {}).get(stage) == expected and last.is_file()
 
     def _train(
@@ -160,7 +160,7 @@ class _Run:
     ) -> PipelineResult | None:
         stage_dir = self.run_dir / "stages" / stage
         if resume:
-            self.log(f"stage {stage}: resuming from {stage_dir / CHECKPOINTS / LAST_NAME}")
+            self.log(f"stage {stage}: resuming from {last_checkpoint(stage_dir)}")
         else:
             if stage_dir.exists() and self.rank == 0:
                 shutil.rmtree(stage_dir)

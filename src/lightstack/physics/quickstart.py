@@ -15,7 +15,7 @@ from rich.table import Table
 
 from lightstack.core.config import load_config
 from lightstack.core.io import atomic_write_json
-from lightstack.core.run import CHECKPOINTS, LAST_NAME, default_run_dir
+from lightstack.core.run import default_run_dir, last_checkpoint
 from lightstack.physics.config import PhysicsConfig
 from lightstack.physics.data.generate import default_filename
 from lightstack.physics.evaluate import evaluate_checkpoint
@@ -44,7 +44,7 @@ def run_quickstart(
     cfg = load_config(
         config, [*overrides, f"data.train_files={json.dumps([str(data_file)])}"], PhysicsConfig
     )
-    resumed = (run_dir / CHECKPOINTS / LAST_NAME).is_file()
+    resumed = last_checkpoint(run_dir).is_file()
     result = train(cfg, run_dir)
     checkpoint = result.best_checkpoint or result.last_checkpoint
     if checkpoint is None:
