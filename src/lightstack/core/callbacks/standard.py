@@ -10,6 +10,7 @@ from lightstack.core.callbacks.history import TrainingHistory
 from lightstack.core.callbacks.memory import MemoryCleanup
 from lightstack.core.callbacks.nan_guard import FiniteModelCheckpoint, NaNGuard
 from lightstack.core.callbacks.preemption import Preemption, StepCheckpoint
+from lightstack.core.callbacks.process_group import ProcessGroupShutdown
 from lightstack.core.callbacks.progress import (
     ParameterSummary,
     ThrottledRichProgressBar,
@@ -60,6 +61,7 @@ def build_callbacks(cfg: RunConfig, run_dir: Path, default_monitor: str) -> list
         ),
         Preemption(ckpt_dir),
         RestoreRNG(),
+        ProcessGroupShutdown(),
         TrainingHistory(run_dir),
         ThroughputMonitor(),
         Timer(duration=cfg.trainer.max_time, interval="step"),
