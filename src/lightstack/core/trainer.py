@@ -207,6 +207,7 @@ class FitResult:
     last_checkpoint: Path | None
     metrics: dict[str, float]
     is_global_zero: bool
+    resumed_from: Path | None = None  # the checkpoint this fit continued, if it did
 
 
 def run_fit(
@@ -245,7 +246,8 @@ def run_fit(
     metrics["train/optimizer_steps"] = float(trainer.global_step)
     if trainer.is_global_zero:
         atomic_write_json(Path(run_dir) / "train_metrics.json", metrics)
-    return FitResult(Path(run_dir), cfg, best, last, metrics, trainer.is_global_zero)
+    resumed_from = Path(ckpt_path) if ckpt_path else None
+    return FitResult(Path(run_dir), cfg, best, last, metrics, trainer.is_global_zero, resumed_from)
 
 
 def timings(trainer: L.Trainer) -> dict[str, float]:

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from lightstack.core.config import load_config
 from lightstack.core.io import atomic_write_json
-from lightstack.core.run import default_run_dir, last_checkpoint
+from lightstack.core.run import default_run_dir
 from lightstack.physics.config import PhysicsConfig
 from lightstack.physics.data.generate import default_filename
 from lightstack.physics.evaluate import evaluate_checkpoint
@@ -44,7 +44,6 @@ def run_quickstart(
     cfg = load_config(
         config, [*overrides, f"data.train_files={json.dumps([str(data_file)])}"], PhysicsConfig
     )
-    resumed = last_checkpoint(run_dir).is_file()
     result = train(cfg, run_dir)
     checkpoint = result.best_checkpoint or result.last_checkpoint
     if checkpoint is None:
@@ -64,7 +63,7 @@ def run_quickstart(
         "optimizer_steps": steps,
         "train_time_s": train_s,
         "steps_per_s": steps / train_s if train_s else None,
-        "resumed": resumed,
+        "resumed": result.resumed_from is not None,
         "wall_time_s": time.perf_counter() - started,
         "metrics": str(run_dir / "eval" / "metrics.json"),
         "plot": str(run_dir / "eval" / "predictions.png"),
